@@ -1,0 +1,208 @@
+// airlock: the command line. `airlock run` is daemonless: it calls the
+// runtime library directly, like podman. It links no gRPC and no protobuf.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "harness/cli/options.h"
+#include "harness/cli/users.h"
+#include "images/host/host_image.h"
+#include "runtime/core/kernel_check.h"
+#include "runtime/launch/sandbox.h"
+#include "runtime/launch/state.h"
+
+namespace airlock::cli {
+namespace {
+
+constexpr const char* kUsage =
+    "usage: airlock run [OPTIONS] [--] CMD [ARGS...]\n"
+    "\n"
+    "Runs CMD in a new sandbox and exits with its status (125: airlock's own\n"
+    "failure, 124: timeout, 126/127: CMD couldn't be run).\n"
+    "\n"
+    "  --image NAME              image (default: host, a read-only view of the host's /usr)\n"
+    "  --mount SRC:DST[:ro|rw]   bind a host path (default ro); rw,allow-root for a root-owned SRC\n"
+    "  --workspace DIR           DIR read-write at /workspace (the working directory)\n"
+    "  --env K=V                 set an environment variable (the caller's are not passed)\n"
+    "  --memory SIZE             memory limit, e.g. 512M\n"
+    "  --pids N                  process limit\n"
+    "  --cpus N                  CPU quota, e.g. 1.5\n"
+    "  --disk SIZE               limit on what the sandbox writes (btrfs pool qgroup)\n"
+    "  --timeout DURATION        kill the sandbox after e.g. 30s\n"
+    "  --seccomp NAME|PATH       seccomp profile (default, strict, or an OCI JSON file)\n"
+    "  --net none                network: loopback only (the default)\n"
+    "  --hostname NAME           hostname inside (default: sandbox)\n"
+    "  --user NAME|UID           user inside (default: the image's, sandbox for host)\n"
+    "\n"
+    "Other commands: airlock check (kernel features), airlock cleanup (remove what\n"
+    "killed runs left), airlock version.\n";
+
+[[noreturn]] void Die(const std::string& msg) {
+  fprintf(stderr, "airlock: %s\n", msg.c_str());
+  exit(125);
+}
+
+std::string ExeDir() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) return ".";
+  std::string path(buf, static_cast<size_t>(n));
+  return path.substr(0, path.rfind('/'));
+}
+
+bool Exists(const std::string& path) { return access(path.c_str(), F_OK) == 0; }
+
+RuntimePaths DefaultPaths() {
+  RuntimePaths p;
+  std::string dir = ExeDir();
+  for (std::string candidate : {dir + "/airlock-init", dir + "/../libexec/airlock/airlock-init"})
+    if (Exists(candidate)) {
+      p.init_binary = candidate;
+      break;
+    }
+  for (std::string candidate : {dir + "/../share/airlock/seccomp-profiles",
+                                std::string(AIRLOCK_SOURCE_DIR) + "/seccomp-profiles"})
+    if (Exists(candidate)) {
+      p.profiles_dir = candidate;
+      break;
+    }
+  return p;
+}
+
+std::string NewSandboxId() {
+  unsigned char bytes[6];
+  if (getrandom(bytes, sizeof(bytes), 0) != sizeof(bytes)) Die("getrandom failed");
+  std::string id = "run-";
+  static const char* kHex = "0123456789abcdef";
+  for (unsigned char b : bytes) {
+    id += kHex[b >> 4];
+    id += kHex[b & 15];
+  }
+  return id;
+}
+
+// Resolves an image name to its layers. Only `host` is built in; the image
+// store arrives with OCI import.
+Result<images::ImageLayers> ResolveImage(const RuntimePaths& paths, const std::string& name) {
+  if (name != "host") return Fail("invalid option", "--image: unknown image \"" + name + "\" (available: host)");
+  TRY(PrepareRuntimeDirs(paths));
+  std::string store = paths.state_root + "/images";
+  if (mkdir(store.c_str(), 0700) < 0 && errno != EEXIST) return Errno("mkdir", store);
+  return images::EnsureHostImage(store);
+}
+
+int Run(const std::vector<std::string>& args) {
+  if (!args.empty() && (args[0] == "--help" || args[0] == "-h")) {
+    fputs(kUsage, stdout);
+    return 0;
+  }
+  auto opts = ParseRunOptions(args);
+  if (!opts) Die(opts.error().Message());
+  RuntimePaths paths = DefaultPaths();
+  if (paths.init_binary.empty()) Die("airlock-init not found next to " + ExeDir());
+  if (paths.profiles_dir.empty()) Die("seccomp-profiles directory not found");
+  if (geteuid() != 0) Die("airlock run needs root (it creates namespaces, cgroups and idmapped mounts)");
+
+  auto image = ResolveImage(paths, opts->image);
+  if (!image) Die(image.error().Message());
+  auto pin = images::PinImageLayer(image->lower_dirs.front());
+  if (!pin) Die(pin.error().Message());
+
+  SandboxSpec spec;
+  spec.id = NewSandboxId();
+  spec.layers = image->lower_dirs;
+  for (const auto& b : image->binds) spec.image_binds.push_back({b.host_path, b.target});
+  spec.mounts = opts->mounts;
+  spec.hostname = opts->hostname;
+  spec.limits = opts->limits;
+  spec.timeout = opts->timeout;
+  spec.seccomp_profile = opts->seccomp;
+
+  auto user = ResolveUser(image->lower_dirs, opts->user.value_or("sandbox"));
+  if (!user) Die(user.error().Message());
+  spec.process.argv = opts->argv;
+  spec.process.uid = user->uid;
+  spec.process.gid = user->gid;
+  spec.process.cwd = "/workspace";
+  std::vector<std::string> env = {
+      "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+      "HOME=" + user->home,
+      "LANG=C.UTF-8",
+  };
+  if (const char* term = getenv("TERM")) env.push_back(std::string("TERM=") + term);
+  // --env values override the defaults.
+  for (const auto& kv : opts->env) {
+    std::string key = kv.substr(0, kv.find('=') + 1);
+    std::erase_if(env, [&](const std::string& e) { return e.starts_with(key); });
+    env.push_back(kv);
+  }
+  spec.process.env = env;
+
+  LaunchOptions lo;
+  const char* timings_env = getenv("AIRLOCK_TIMINGS");
+  lo.timings = timings_env != nullptr && strcmp(timings_env, "1") == 0;
+
+  // Signals meant for the command are forwarded to it through init.
+  sigset_t forward;
+  sigemptyset(&forward);
+  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH}) sigaddset(&forward, s);
+  sigprocmask(SIG_BLOCK, &forward, nullptr);
+  int sigfd = signalfd(-1, &forward, SFD_CLOEXEC);
+
+  auto sandbox = Sandbox::Start(spec, paths, lo);
+  if (!sandbox) Die(sandbox.error().Message());
+  int stdio[3] = {0, 1, 2};
+  auto exec = (*sandbox)->Exec(spec.process, stdio);
+  if (!exec) Die(exec.error().Message());
+  auto outcome = (*sandbox)->WaitOneShot(sigfd);
+  if (!outcome) Die(outcome.error().Message());
+  auto destroyed = (*sandbox)->Destroy();
+  if (lo.timings)
+    for (const auto& t : (*sandbox)->timings())
+      fprintf(stderr, "airlock-timing %s %llu\n", t.step.c_str(), static_cast<unsigned long long>(t.ns / 1000));
+  std::string what = outcome->Describe(spec);
+  if (!what.empty()) fprintf(stderr, "airlock: %s\n", what.c_str());
+  if (!destroyed) fprintf(stderr, "airlock: cleanup: %s (the next run retries)\n", destroyed.error().Message().c_str());
+  return outcome->ExitStatus();
+}
+
+}  // namespace
+}  // namespace airlock::cli
+
+int main(int argc, char** argv) {
+  using namespace airlock;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    fputs(cli::kUsage, args.empty() ? stderr : stdout);
+    return args.empty() ? 125 : 0;
+  }
+  std::string cmd = args[0];
+  args.erase(args.begin());
+  if (cmd == "run") return cli::Run(args);
+  if (cmd == "version") {
+    puts("airlock 0.1.0");
+    return 0;
+  }
+  if (cmd == "check") {
+    auto k = CheckKernel();
+    if (!k) cli::Die(k.error().Message());
+    printf("kernel ok (time namespace: %s)\n", k->time_namespace ? "yes" : "no");
+    return 0;
+  }
+  if (cmd == "cleanup") {
+    RuntimePaths paths = cli::DefaultPaths();
+    auto n = CleanupStaleSandboxes(paths);
+    if (!n) cli::Die(n.error().Message());
+    printf("removed %d stale sandbox(es)\n", *n);
+    return 0;
+  }
+  cli::Die("unknown command \"" + cmd + "\" (run, check, cleanup, version)");
+}

@@ -1,0 +1,318 @@
+// airlock-init: PID 1 of every sandbox.
+//
+// It is exec'd by the launch child after the jail is complete: the seccomp
+// filter, the reduced bounding set and no_new_privs already apply to it. It
+// holds only the channel to the runtime (fd 3), makes itself non-dumpable and
+// a session leader (CRIU needs one inside the pid namespace), forks the
+// spawner, and then:
+//   - forwards exec requests (with their stdin/stdout/stderr) to the spawner,
+//     which forks each command with CLONE_PARENT so that init is its parent
+//     and the only source of its exit status;
+//   - reaps every process and reports commands' exits;
+//   - forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH
+//     to the running commands;
+//   - in --oneshot mode exits with the first command's status.
+// The runtime moves the spawner into the workload cgroup before it sends the
+// first request, so commands (and fork bombs) never share init's group.
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "runtime/proto/channel.h"
+
+namespace airlock::init {
+namespace {
+
+using proto::Type;
+
+constexpr int kForwardedSignals[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+
+// Messages from the spawner to init (inside the sandbox only).
+struct SpawnReport {
+  uint32_t id;
+  int32_t pid;     // pid of the command, or -1
+  int32_t err;     // 0 on success
+  uint32_t stage;  // proto::ExecStage when err != 0
+};
+
+[[noreturn]] void Die(int code) { _exit(code); }
+
+sigset_t HandledSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGCHLD);
+  for (int s : kForwardedSignals) sigaddset(&set, s);
+  return set;
+}
+
+// The command's child side: runs between clone and execve, reports failures
+// through `report_fd` (close-on-exec, so a successful exec closes it).
+[[noreturn]] void ExecCommand(const proto::ExecRequest& req, const std::vector<UniqueFd>& stdio,
+                              int report_fd) {
+  auto fail = [&](proto::ExecStage stage) {
+    int32_t rec[2] = {static_cast<int32_t>(stage), errno};
+    (void)!write(report_fd, rec, sizeof(rec));
+    _exit(127);
+  };
+  sigset_t none;
+  sigemptyset(&none);
+  for (int s : kForwardedSignals) signal(s, SIG_DFL);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  if (setsid() < 0) fail(proto::ExecStage::kIdentity);
+  std::vector<gid_t> groups(req.groups.begin(), req.groups.end());
+  if (syscall(SYS_setgroups, groups.size(), groups.data()) < 0) fail(proto::ExecStage::kIdentity);
+  if (syscall(SYS_setresgid, req.gid, req.gid, req.gid) < 0) fail(proto::ExecStage::kIdentity);
+  if (syscall(SYS_setresuid, req.uid, req.uid, req.uid) < 0) fail(proto::ExecStage::kIdentity);
+  if (chdir(req.cwd.c_str()) < 0) fail(proto::ExecStage::kChdir);
+  // Move the report pipe out of the way of 0-2 before installing stdio.
+  int high = fcntl(report_fd, F_DUPFD_CLOEXEC, 10);
+  if (high < 0) fail(proto::ExecStage::kStdio);
+  report_fd = high;
+  for (int i = 0; i < 3; ++i) {
+    int fd = i < static_cast<int>(stdio.size()) ? stdio[i].get() : -1;
+    if (fd < 0) {
+      fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+      if (fd < 0) fail(proto::ExecStage::kStdio);
+    }
+    if (fd == i) {
+      if (fcntl(i, F_SETFD, 0) < 0) fail(proto::ExecStage::kStdio);
+    } else if (dup2(fd, i) < 0) {
+      fail(proto::ExecStage::kStdio);
+    }
+  }
+  // A command starts with stdin, stdout and stderr only.
+  if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0) fail(proto::ExecStage::kStdio);
+  if (fcntl(report_fd, F_SETFD, FD_CLOEXEC) < 0) fail(proto::ExecStage::kStdio);
+  std::vector<char*> argv, envp;
+  for (const auto& a : req.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  for (const auto& e : req.env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  // execvpe searches the PATH of the calling process's environment; give it
+  // the command's own.
+  std::string path = "/usr/local/bin:/usr/bin:/bin";
+  for (const auto& e : req.env)
+    if (e.starts_with("PATH=")) path = e.substr(5);
+  setenv("PATH", path.c_str(), 1);
+  execvpe(argv[0], argv.data(), envp.data());
+  fail(proto::ExecStage::kExec);
+  _exit(127);
+}
+
+// The spawner: forks commands on request. It runs in the workload cgroup.
+[[noreturn]] void SpawnerMain(int sock) {
+  for (;;) {
+    auto msg = proto::ReceiveMessage(sock);
+    if (!msg) Die(msg.error().err == 0 ? 0 : 1);
+    if (msg->type != Type::kExec) continue;
+    auto req = proto::DecodeExecRequest(msg->payload);
+    if (!req) continue;
+    SpawnReport report{req->id, -1, 0, 0};
+    int pipefd[2];
+    if (pipe2(pipefd, O_CLOEXEC) < 0) {
+      report.err = errno;
+      report.stage = static_cast<uint32_t>(proto::ExecStage::kFork);
+    } else {
+      // CLONE_PARENT: the command becomes init's child, so its exit status
+      // reaches init and nothing else.
+      long pid = syscall(SYS_clone, CLONE_PARENT, 0, 0, 0, 0);
+      if (pid == 0) {
+        close(pipefd[0]);
+        ExecCommand(*req, msg->fds, pipefd[1]);
+      }
+      close(pipefd[1]);
+      if (pid < 0) {
+        report.err = errno;
+        report.stage = static_cast<uint32_t>(proto::ExecStage::kFork);
+      } else {
+        report.pid = static_cast<int32_t>(pid);
+        int32_t rec[2];
+        ssize_t n;
+        do {
+          n = read(pipefd[0], rec, sizeof(rec));
+        } while (n < 0 && errno == EINTR);
+        if (n == sizeof(rec)) {
+          report.stage = static_cast<uint32_t>(rec[0]);
+          report.err = rec[1] > 0 ? rec[1] : EIO;
+        }
+      }
+      close(pipefd[0]);
+    }
+    msg->fds.clear();
+    (void)!write(sock, &report, sizeof(report));
+  }
+}
+
+struct Command {
+  uint32_t id;
+};
+
+class Init {
+ public:
+  Init(int channel, bool oneshot) : channel_(channel), oneshot_(oneshot) {}
+
+  [[noreturn]] void Run() {
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    setsid();
+    sigset_t handled = HandledSignals();
+    sigprocmask(SIG_BLOCK, &handled, nullptr);
+    sigfd_ = signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (sigfd_ < 0) Die(125);
+
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) Die(125);
+    pid_t spawner = fork();
+    if (spawner < 0) Die(125);
+    if (spawner == 0) {
+      close(sp[0]);
+      close(channel_);
+      close(sigfd_);
+      SpawnerMain(sp[1]);
+    }
+    close(sp[1]);
+    spawner_sock_ = sp[0];
+    spawner_ = spawner;
+    std::string hello = proto::EncodeHello();
+    if (proto::SendMessage(channel_, Type::kHello, hello) < 0) Die(125);
+    Loop();
+  }
+
+ private:
+  [[noreturn]] void Loop() {
+    for (;;) {
+      pollfd fds[3] = {{channel_, POLLIN, 0}, {spawner_sock_, POLLIN, 0}, {sigfd_, POLLIN, 0}};
+      int n = poll(fds, 3, -1);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        Die(125);
+      }
+      if (fds[2].revents) HandleSignals();
+      if (fds[1].revents) HandleSpawner();
+      if (fds[0].revents) HandleChannel();
+    }
+  }
+
+  void HandleChannel() {
+    auto msg = proto::ReceiveMessage(channel_);
+    // The runtime is gone (or spoke garbage): nothing can be reported any
+    // more, so the sandbox ends with init.
+    if (!msg) Die(msg.error().err == 0 ? 0 : 125);
+    if (msg->type != Type::kExec) return;
+    auto req = proto::DecodeExecRequest(msg->payload);
+    if (!req) return;
+    std::vector<int> fds;
+    for (const auto& fd : msg->fds) fds.push_back(fd.get());
+    if (proto::SendMessage(spawner_sock_, Type::kExec, msg->payload, fds) < 0) {
+      proto::ExecFailed f{req->id, EIO, proto::ExecStage::kFork};
+      proto::SendMessage(channel_, Type::kExecFailed, proto::Encode(f));
+      return;
+    }
+    ++in_flight_;
+    // msg->fds close here: init keeps no descriptor of the caller's.
+  }
+
+  void HandleSpawner() {
+    SpawnReport r;
+    ssize_t n = read(spawner_sock_, &r, sizeof(r));
+    if (n != sizeof(r)) {
+      if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) spawner_sock_closed_ = true;
+      if (spawner_sock_closed_) Die(125);
+      return;
+    }
+    if (in_flight_ > 0) --in_flight_;
+    if (r.err != 0) {
+      proto::ExecFailed f{r.id, r.err, static_cast<proto::ExecStage>(r.stage)};
+      proto::SendMessage(channel_, Type::kExecFailed, proto::Encode(f));
+      if (r.pid > 0 && !early_exits_.erase(r.pid)) failed_pids_.insert({r.pid, true});
+      if (oneshot_) Die(r.err == ENOENT ? 127 : 126);
+    } else {
+      commands_[r.pid] = Command{r.id};
+      proto::Started s{r.id, static_cast<uint32_t>(r.pid)};
+      proto::SendMessage(channel_, Type::kStarted, proto::Encode(s));
+      // The command may have been reaped before its report arrived.
+      auto early = early_exits_.find(r.pid);
+      if (early != early_exits_.end()) {
+        int status = early->second;
+        early_exits_.erase(early);
+        CommandExited(r.pid, status);
+      }
+    }
+    // With no request in flight, an unknown pid reaped earlier was an orphan.
+    if (in_flight_ == 0) early_exits_.clear();
+  }
+
+  void HandleSignals() {
+    signalfd_siginfo si;
+    while (read(sigfd_, &si, sizeof(si)) == sizeof(si)) {
+      if (si.ssi_signo == SIGCHLD) {
+        Reap();
+      } else {
+        for (const auto& [pid, cmd] : commands_) kill(pid, static_cast<int>(si.ssi_signo));
+      }
+    }
+  }
+
+  void Reap() {
+    for (;;) {
+      int status;
+      pid_t pid = waitpid(-1, &status, WNOHANG);
+      if (pid <= 0) return;
+      if (pid == spawner_) Die(125);  // no way to run anything any more
+      if (failed_pids_.erase(pid)) continue;
+      if (commands_.count(pid)) {
+        CommandExited(pid, status);
+      } else if (in_flight_ > 0) {
+        // A command whose report hasn't arrived yet, or an orphan: kept
+        // until the spawner's reports catch up.
+        early_exits_[pid] = status;
+      }
+    }
+  }
+
+  void CommandExited(pid_t pid, int status) {
+    Command cmd = commands_[pid];
+    commands_.erase(pid);
+    proto::Exited e{cmd.id, 0, 0};
+    if (WIFSIGNALED(status)) {
+      e.signal = WTERMSIG(status);
+    } else {
+      e.code = WEXITSTATUS(status);
+    }
+    proto::SendMessage(channel_, Type::kExited, proto::Encode(e));
+    if (oneshot_) Die(e.signal != 0 ? 128 + e.signal : e.code);
+  }
+
+  int channel_;
+  bool oneshot_;
+  int sigfd_ = -1;
+  int spawner_sock_ = -1;
+  bool spawner_sock_closed_ = false;
+  pid_t spawner_ = -1;
+  unsigned in_flight_ = 0;
+  std::map<pid_t, Command> commands_;
+  std::map<pid_t, int> early_exits_;
+  std::map<pid_t, bool> failed_pids_;
+};
+
+}  // namespace
+}  // namespace airlock::init
+
+int main(int argc, char** argv) {
+  bool oneshot = argc > 1 && strcmp(argv[1], "--oneshot") == 0;
+  if (fcntl(airlock::proto::kInitChannelFd, F_GETFD) < 0) return 125;
+  airlock::init::Init init(airlock::proto::kInitChannelFd, oneshot);
+  init.Run();
+}

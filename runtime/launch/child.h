@@ -1,0 +1,49 @@
+// The sandbox child: the process clone() made in the new namespaces. It runs
+// the plan's steps in order and ends in execveat() of airlock-init, or sends
+// the parent a fixed-size {step, errno, item} record and exits.
+#pragma once
+
+#include <linux/filter.h>
+
+#include <cstdint>
+#include <optional>
+
+#include "runtime/proto/channel.h"
+#include "runtime/spec/plan.h"
+#include "runtime/sys/syscalls.h"
+
+namespace airlock {
+
+struct ChildContext {
+  const LaunchPlan* plan = nullptr;
+  int sock = -1;            // channel to the parent; becomes fd 3 of init
+  int init_exec_fd = -1;    // a read-only detached mount of airlock-init
+  const char* stage_path = nullptr;  // an empty host directory the child mounts its stage on
+  const sock_fprog* filters = nullptr;  // installed in order, last before exec
+  int filter_count = 0;
+  char* const* init_argv = nullptr;
+  char* const* init_envp = nullptr;
+  bool send_timings = false;
+
+  // Filled in by the steps.
+  int fds[proto::kMaxFds] = {};
+  int fd_count = 0;
+  int stage_fd = -1;
+  int root_fd = -1;
+  uint64_t step_ns[static_cast<int>(ChildStep::kCount)] = {};
+};
+
+struct StepFailure {
+  ChildStep step;
+  int err;
+  int item;  // index into plan.mounts / plan.sources, or -1
+};
+
+// Runs every step; returns the first failure, or nothing if exec returned
+// (only the fake syscall layer lets it "return" success).
+std::optional<StepFailure> RunChildSteps(Syscalls& sys, ChildContext& ctx);
+
+// RunChildSteps, then report the failure to the parent and _exit(125).
+[[noreturn]] void RunChild(Syscalls& sys, ChildContext& ctx);
+
+}  // namespace airlock

@@ -1,0 +1,514 @@
+// The parent side of the launch sequence. Everything that allocates, parses
+// or resolves a host path happens before clone; after it the parent only
+// writes the id maps, places init in its cgroup, builds the idmapped mounts
+// (they need the child's user namespace) and hands them over in one message.
+#include "runtime/launch/sandbox.h"
+
+#include <fcntl.h>
+#include <linux/mount.h>
+#include <linux/sched.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <optional>
+
+#include "runtime/core/kernel_check.h"
+#include "runtime/fs/sources.h"
+#include "runtime/launch/child.h"
+#include "runtime/proto/channel.h"
+#include "runtime/security/seccomp.h"
+#include "runtime/security/setid_filter.h"
+#include "runtime/spec/plan.h"
+#include "runtime/storage/idrange.h"
+#include "runtime/storage/pool.h"
+#include "runtime/sys/syscalls.h"
+
+namespace airlock {
+namespace {
+
+uint64_t NowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+constexpr uint64_t kRoNoSuidNoDev = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+
+Result<void> WriteProcFile(pid_t pid, const char* name, const std::string& value) {
+  std::string path = "/proc/" + std::to_string(pid) + "/" + name;
+  UniqueFd fd(open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd) return Errno("open", path);
+  if (write(fd.get(), value.data(), value.size()) < 0) return Errno("write", path + ": " + value);
+  return {};
+}
+
+// The detail for a child failure: what the failing step was working on.
+std::string FailureDetail(const LaunchPlan& plan, const proto::SetupFailed& f) {
+  auto step = static_cast<ChildStep>(f.step);
+  if (f.item < 0) {
+    if (step == ChildStep::kOverlay) return "lowerdir " + plan.overlay_lowerdir;
+    if (step == ChildStep::kHostname) return plan.spec.hostname;
+    return {};
+  }
+  size_t i = static_cast<size_t>(f.item);
+  switch (step) {
+    case ChildStep::kAttachLayers:
+      return i < plan.sources.size() ? plan.sources[i].host_path : std::string();
+    case ChildStep::kMounts:
+      if (i < plan.mounts.size()) {
+        const auto& m = plan.mounts[i];
+        std::string d = "/" + m.target;
+        if (m.op == MountOp::kParentFd && m.fd_index >= 0)
+          d += " from " + plan.sources[static_cast<size_t>(m.fd_index)].host_path;
+        return d;
+      }
+      return {};
+    case ChildStep::kRlimits:
+      return i == 0 ? "RLIMIT_NOFILE" : i == 1 ? "RLIMIT_CORE" : "RLIMIT_FSIZE";
+    case ChildStep::kCapabilities:
+      return i < plan.dropped_caps.size() ? "capability " + std::to_string(plan.dropped_caps[i]) : std::string();
+    case ChildStep::kSeccomp:
+      return i == 0 ? "profile " + plan.spec.seccomp_profile : "set-id filter";
+    default:
+      return {};
+  }
+}
+
+}  // namespace
+
+struct Sandbox::Resources {
+  std::optional<SandboxRecord> record;
+  std::string idranges_path;
+  bool has_ids = false;
+  storage::IdRange ids;
+  std::optional<cgroups::SandboxCgroup> cgroup;
+  std::optional<storage::Pool> pool;
+  bool has_subvolume = false;
+};
+
+void Sandbox::Time(const char* step, uint64_t start_ns) {
+  if (timing_enabled_) timings_.push_back({step, NowNs() - start_ns});
+}
+
+Result<std::unique_ptr<Sandbox>> Sandbox::Start(const SandboxSpec& spec, const RuntimePaths& paths,
+                                                const LaunchOptions& options) {
+  std::unique_ptr<Sandbox> sb(new Sandbox());
+  sb->spec_ = spec;
+  sb->res_ = std::make_unique<Resources>();
+  sb->timing_enabled_ = options.timings;
+  auto launched = sb->Launch(paths, options);
+  if (!launched) {
+    sb->Destroy();  // nothing half-made is left behind
+    return std::unexpected(launched.error());
+  }
+  return sb;
+}
+
+Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& options) {
+  uint64_t t = NowNs();
+  KernelFeatures features = TRY(CheckKernel());
+  TRY(PrepareRuntimeDirs(paths));
+  Time("kernel-check", t);
+
+  t = NowNs();
+  TRY(CleanupStaleSandboxes(paths));
+  Time("cleanup-stale", t);
+
+  t = NowNs();
+  res_->record.emplace(TRY(SandboxRecord::Create(paths, spec_.id)));
+  res_->idranges_path = paths.IdRanges();
+  TRY(res_->record->Note("idrange", spec_.id));
+  res_->ids = TRY(storage::IdAllocator(paths.IdRanges()).Allocate(spec_.id));
+  res_->has_ids = true;
+  Time("id-range", t);
+
+  t = NowNs();
+  const bool on_pool = spec_.limits.disk_bytes.has_value();
+  LaunchPlan plan = TRY(BuildLaunchPlan(spec_, on_pool, features.time_namespace));
+  Time("plan", t);
+
+  t = NowNs();
+  cgroups::Layout layout = TRY(cgroups::DetectLayout());
+  cgroups::Limits limits{spec_.limits.memory_bytes, spec_.limits.pids, spec_.limits.cpus};
+  res_->cgroup.emplace(TRY(cgroups::SandboxCgroup::Create(layout, spec_.id, limits)));
+  for (const auto& p : res_->cgroup->Paths()) TRY(res_->record->Note("cgroup", p));
+  Time("cgroup", t);
+
+  std::optional<storage::Subvolume> subvolume;
+  if (on_pool) {
+    t = NowNs();
+    res_->pool.emplace(TRY(storage::Pool::Open({paths.PoolImage(), paths.PoolMountpoint(), 0})));
+    TRY(res_->record->Note("subvolume", spec_.id));
+    subvolume.emplace(TRY(res_->pool->CreateSubvolume(spec_.id, spec_.limits.disk_bytes)));
+    res_->has_subvolume = true;
+    // Canonical ownership: created by host root, so owned by 0 on disk, which
+    // the idmapped mount shows as the sandbox's root.
+    if (mkdirat(subvolume->dir.get(), "upper", 0755) < 0) return Errno("mkdir", subvolume->path + "/upper");
+    if (mkdirat(subvolume->dir.get(), "work", 0700) < 0) return Errno("mkdir", subvolume->path + "/work");
+    Time("storage", t);
+  }
+
+  t = NowNs();
+  std::vector<seccomp::Program> programs;
+  programs.push_back(TRY(seccomp::LoadCached(spec_.seccomp_profile, paths.profiles_dir, paths.cache_dir + "/seccomp")));
+  bool has_rw = false;
+  for (const auto& m : spec_.mounts) has_rw |= !m.read_only;
+  if (has_rw) programs.push_back(TRY(seccomp::CompileSetidFilter()));
+  std::vector<sock_fprog> filters;
+  for (const auto& p : programs) filters.push_back(p.fprog());
+  Time("seccomp", t);
+
+  // Resolve every host path once, before the child exists.
+  t = NowNs();
+  std::vector<UniqueFd> host_fds(plan.sources.size());
+  std::vector<struct stat> host_stats(plan.sources.size());
+  for (size_t i = 0; i < plan.sources.size(); ++i) {
+    const auto& s = plan.sources[i];
+    if (s.kind == PlannedSource::kUpper) continue;
+    auto fd = fs::OpenHostPath(s.host_path);
+    if (!fd) {
+      Error e = fd.error();
+      e.op = "mount source";
+      return std::unexpected(e);
+    }
+    if (fstat(fd->get(), &host_stats[i]) < 0) return Errno("stat", s.host_path);
+    if (s.kind == PlannedSource::kHostRW && host_stats[i].st_uid == 0 && !s.allow_root_owner)
+      return Fail("mount source", s.host_path +
+                                      " is owned by root: a read-write mount would let the sandbox write as "
+                                      "root there; add allow-root (--mount SRC:DST:rw,allow-root) if you mean it");
+    host_fds[i] = std::move(*fd);
+  }
+  UniqueFd init_path_fd = TRY(fs::OpenHostPath(paths.init_binary));
+  // airlock-init runs from a read-only, nosuid copy of its mount: nothing in
+  // the sandbox can write the host binary back through /proc/1/exe.
+  UniqueFd init_exec = TRY(fs::CloneMount(init_path_fd.get(), paths.init_binary, kRoNoSuidNoDev, -1));
+  Time("resolve-sources", t);
+
+  t = NowNs();
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return Errno("socketpair");
+  UniqueFd parent_end(sv[0]), child_end(sv[1]);
+  std::string stage = paths.StageDir();
+  char init_arg0[] = "airlock-init";
+  char init_arg1[] = "--oneshot";
+  char* init_argv[] = {init_arg0, options.oneshot ? init_arg1 : nullptr, nullptr};
+  char* init_envp[] = {nullptr};
+  ChildContext ctx;
+  ctx.plan = &plan;
+  ctx.sock = child_end.get();
+  ctx.init_exec_fd = init_exec.get();
+  ctx.stage_path = stage.c_str();
+  ctx.filters = filters.data();
+  ctx.filter_count = static_cast<int>(filters.size());
+  ctx.init_argv = init_argv;
+  ctx.init_envp = init_envp;
+  ctx.send_timings = timing_enabled_;
+
+  int pidfd = -1;
+  clone_args args{};
+  args.flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC |
+               CLONE_PIDFD;
+  args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
+  args.exit_signal = SIGCHLD;
+  long pid = syscall(SYS_clone3, &args, sizeof(args));
+  if (pid < 0) return Errno("clone3", "new user, pid, mount, net, uts, ipc namespaces");
+  if (pid == 0) {
+    parent_end.Reset();
+    LinuxSyscalls().SetParentDeathSignal(SIGKILL);
+    RunChild(LinuxSyscalls(), ctx);
+  }
+  init_pid_ = static_cast<pid_t>(pid);
+  pidfd_.Reset(pidfd);
+  child_end.Reset();
+  channel_ = std::move(parent_end);
+  Time("clone", t);
+
+  t = NowNs();
+  std::string map = "0 " + std::to_string(res_->ids.base) + " " + std::to_string(res_->ids.count) + "\n";
+  TRY(fs::WriteIdMaps(init_pid_, map, map));
+  TRY(res_->cgroup->AttachInit(init_pid_));
+  // init must survive its own sandbox's memory pressure (decision 7). The
+  // cgroup layout already guarantees it for the sandbox's own limit (an OOM
+  // in the workload group only picks victims there); -1000 also shields init
+  // from a host-wide OOM. That needs CAP_SYS_RESOURCE, which a container
+  // running airlock may lack: then the layout is the only shield.
+  if (auto adj = WriteProcFile(init_pid_, "oom_score_adj", "-1000"); !adj && adj.error().err != EACCES)
+    return std::unexpected(adj.error());
+  Time("id-maps-cgroup", t);
+
+  t = NowNs();
+  std::string userns_path = "/proc/" + std::to_string(init_pid_) + "/ns/user";
+  UniqueFd userns(open(userns_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!userns) return Errno("open", userns_path);
+  std::vector<UniqueFd> mounts;
+  for (size_t i = 0; i < plan.sources.size(); ++i) {
+    const auto& s = plan.sources[i];
+    switch (s.kind) {
+      case PlannedSource::kLayer:
+      case PlannedSource::kImageBind:
+        mounts.push_back(TRY(fs::CloneMount(host_fds[i].get(), s.host_path, kRoNoSuidNoDev, userns.get())));
+        break;
+      case PlannedSource::kUpper:
+        mounts.push_back(TRY(fs::CloneMount(subvolume->dir.get(), subvolume->path,
+                                            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, userns.get())));
+        break;
+      case PlannedSource::kHostRO:
+        mounts.push_back(TRY(fs::CloneMount(host_fds[i].get(), s.host_path, kRoNoSuidNoDev, -1)));
+        break;
+      case PlannedSource::kHostRW: {
+        // What the sandbox user writes lands as the directory's host owner.
+        const auto& st = host_stats[i];
+        UniqueFd ns = TRY(fs::MakeSingleIdUserns(st.st_uid, res_->ids.base + spec_.process.uid, st.st_gid,
+                                                 res_->ids.base + spec_.process.gid));
+        mounts.push_back(TRY(fs::CloneMount(host_fds[i].get(), s.host_path, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                                            ns.get())));
+        break;
+      }
+    }
+  }
+  std::vector<int> raw;
+  for (const auto& m : mounts) raw.push_back(m.get());
+  if (int r = proto::SendMessage(channel_.get(), proto::Type::kGo, "", raw); r < 0)
+    return ErrnoValue(-r, "send", "mount descriptors to the sandbox child");
+  mounts.clear();
+  Time("idmap-mounts", t);
+
+  // The child runs its steps; it answers with a failure record or, once it
+  // is airlock-init, a hello.
+  t = NowNs();
+  for (;;) {
+    auto msg = proto::ReceiveMessage(channel_.get());
+    if (!msg) {
+      int status = 0;
+      if (waitpid(init_pid_, &status, 0) == init_pid_) {
+        reaped_ = true;
+        init_wait_status_ = status;
+      }
+      return Fail("sandbox setup", "the sandbox child ended without a report (" + msg.error().Message() +
+                                       (WIFSIGNALED(status) ? ", signal " + std::to_string(WTERMSIG(status))
+                                                            : ", status " + std::to_string(WEXITSTATUS(status))) +
+                                       ")");
+    }
+    if (msg->type == proto::Type::kTimings && timing_enabled_ &&
+        msg->payload.size() == sizeof(uint64_t) * static_cast<size_t>(ChildStep::kCount)) {
+      for (int i = 0; i < static_cast<int>(ChildStep::kCount); ++i) {
+        uint64_t ns;
+        memcpy(&ns, msg->payload.data() + i * sizeof(uint64_t), sizeof(ns));
+        timings_.push_back({std::string("child:") + ChildStepName(static_cast<ChildStep>(i)), ns});
+      }
+      continue;
+    }
+    if (msg->type == proto::Type::kSetupFailed) {
+      auto f = TRY(proto::DecodeSetupFailed(msg->payload));
+      if (f.step >= static_cast<uint32_t>(ChildStep::kCount)) return Fail("sandbox setup", "unknown step in report");
+      std::string detail = FailureDetail(plan, f);
+      return ErrnoValue(f.err,
+                        std::string("sandbox setup failed at step \"") +
+                            ChildStepName(static_cast<ChildStep>(f.step)) + "\"",
+                        detail);
+    }
+    if (msg->type == proto::Type::kHello) {
+      TRY(proto::DecodeHello(msg->payload));
+      break;
+    }
+    return Fail("sandbox setup", "unexpected message type " + std::to_string(static_cast<int>(msg->type)));
+  }
+  Time("await-init", t);
+
+  // init has forked its spawner: every process in init's group but init is
+  // that spawner. Move it to the workload group, where commands fork.
+  t = NowNs();
+  auto pids = TRY(res_->cgroup->InitPids());
+  int moved = 0;
+  for (pid_t p : pids) {
+    if (p == init_pid_) continue;
+    TRY(res_->cgroup->MoveToWork(p));
+    if (auto adj = WriteProcFile(p, "oom_score_adj", "0"); !adj && adj.error().err != EACCES)
+      return std::unexpected(adj.error());
+    ++moved;
+  }
+  if (moved != 1) return Fail("sandbox setup", "expected one spawner in init's cgroup, found " + std::to_string(moved));
+  Time("place-spawner", t);
+  return {};
+}
+
+Result<void> Sandbox::Exec(const ProcessSpec& process, std::span<const int> stdio) {
+  proto::ExecRequest req;
+  req.id = 1;
+  req.argv = process.argv;
+  req.env = process.env;
+  req.cwd = process.cwd;
+  req.uid = process.uid;
+  req.gid = process.gid;
+  req.groups.assign(process.groups.begin(), process.groups.end());
+  std::string payload = proto::Encode(req);
+  if (payload.size() + 8 > proto::kMaxMessage)
+    return Fail("exec", "command line and environment exceed " + std::to_string(proto::kMaxMessage / 1024) + " KiB");
+  if (int r = proto::SendMessage(channel_.get(), proto::Type::kExec, payload, stdio); r < 0)
+    return ErrnoValue(-r, "send", "exec request to airlock-init");
+  return {};
+}
+
+Result<Outcome> Sandbox::WaitOneShot(int signal_fd) {
+  Outcome out;
+  bool have_result = false, timed_out = false;
+  const bool has_deadline = spec_.timeout.count() > 0;
+  const uint64_t deadline = NowNs() + static_cast<uint64_t>(spec_.timeout.count()) * 1000000ull;
+  bool channel_open = true;
+  while (!reaped_) {
+    pollfd fds[3] = {{pidfd_.get(), POLLIN, 0}, {channel_open ? channel_.get() : -1, POLLIN, 0}, {signal_fd, POLLIN, 0}};
+    int wait_ms = -1;
+    if (has_deadline && !timed_out) {
+      uint64_t now = NowNs();
+      wait_ms = now >= deadline ? 0 : static_cast<int>((deadline - now + 999999) / 1000000);
+    }
+    int n = poll(fds, 3, wait_ms);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Errno("poll", "sandbox");
+    }
+    if (n == 0 && has_deadline && !timed_out) {
+      timed_out = true;
+      syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+      continue;
+    }
+    if (fds[2].revents & POLLIN) {
+      signalfd_siginfo si;
+      if (read(signal_fd, &si, sizeof(si)) == sizeof(si))
+        syscall(SYS_pidfd_send_signal, pidfd_.get(), static_cast<int>(si.ssi_signo), nullptr, 0);
+    }
+    if (fds[1].revents) {
+      auto msg = proto::ReceiveMessage(channel_.get());
+      if (!msg) {
+        channel_open = false;  // init is gone or spoke garbage; its death tells the rest
+      } else if (msg->type == proto::Type::kExited && !have_result) {
+        auto e = proto::DecodeExited(msg->payload);
+        if (e) {
+          have_result = true;
+          out.kind = e->signal ? Outcome::Kind::kSignaled : Outcome::Kind::kExited;
+          out.code = e->code;
+          out.signal = e->signal;
+        }
+      } else if (msg->type == proto::Type::kExecFailed && !have_result) {
+        auto f = proto::DecodeExecFailed(msg->payload);
+        if (f) {
+          have_result = true;
+          out.kind = Outcome::Kind::kExecFailed;
+          out.exec_errno = f->err;
+          static const char* kStages[] = {"fork", "set user", "chdir", "stdio", "exec"};
+          out.exec_stage = kStages[static_cast<int>(f->stage)];
+        }
+      }
+    }
+    if (fds[0].revents & POLLIN) {
+      int status = 0;
+      if (waitpid(init_pid_, &status, 0) == init_pid_) {
+        reaped_ = true;
+        init_wait_status_ = status;
+      }
+    }
+  }
+  if (timed_out && !have_result) {
+    out.kind = Outcome::Kind::kTimedOut;
+  } else if (!have_result) {
+    out.kind = Outcome::Kind::kInitDied;
+    if (WIFSIGNALED(init_wait_status_)) out.signal = WTERMSIG(init_wait_status_);
+    else out.code = WEXITSTATUS(init_wait_status_);
+  }
+  if (res_->cgroup) {
+    auto ev = res_->cgroup->ReadEvents();
+    if (ev) {
+      out.oom_killed = ev->oom_kills > 0;
+      out.pids_limit_hits = ev->pids_max_hits;
+    }
+  }
+  return out;
+}
+
+Result<void> Sandbox::Destroy() {
+  if (!res_) return {};
+  Result<void> first;
+  auto keep = [&](Result<void> r) {
+    if (!r && first) first = std::move(r);
+  };
+  if (init_pid_ > 0 && !reaped_) {
+    // Killing a pid namespace's init kills every process in it.
+    syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+    int status;
+    if (waitpid(init_pid_, &status, 0) == init_pid_) reaped_ = true;
+  }
+  channel_.Reset();
+  if (res_->cgroup) {
+    keep(res_->cgroup->Remove());
+    res_->cgroup.reset();
+  }
+  if (res_->has_subvolume && res_->pool) {
+    keep(res_->pool->DeleteSubvolume(spec_.id));
+    res_->has_subvolume = false;
+  }
+  if (res_->has_ids) {
+    keep(storage::IdAllocator(res_->idranges_path).Release(spec_.id));
+    res_->has_ids = false;
+  }
+  // Keep the record when something couldn't be undone: the next start retries.
+  if (res_->record && first) res_->record.reset();
+  if (res_->record) res_->record->Remove();
+  res_.reset();
+  return first;
+}
+
+Sandbox::~Sandbox() { Destroy(); }
+
+int Outcome::ExitStatus() const {
+  switch (kind) {
+    case Kind::kExited: return code;
+    case Kind::kSignaled: return 128 + signal;
+    case Kind::kTimedOut: return 124;
+    case Kind::kExecFailed: return exec_errno == ENOENT ? 127 : 126;
+    case Kind::kInitDied: return 125;
+  }
+  return 125;
+}
+
+std::string Outcome::Describe(const SandboxSpec& spec) const {
+  std::string msg;
+  auto limit = [](const std::optional<uint64_t>& v) { return v ? std::to_string(*v) : std::string("none"); };
+  switch (kind) {
+    case Kind::kExited:
+      break;
+    case Kind::kSignaled:
+      if (oom_killed)
+        msg = "command killed by the OOM killer (memory limit " + limit(spec.limits.memory_bytes) + " bytes)";
+      else
+        msg = std::string("command killed by signal ") + std::to_string(signal) + " (" + sigabbrev_np(signal) + ")";
+      break;
+    case Kind::kTimedOut:
+      msg = "command timed out after " + std::to_string(spec.timeout.count()) + " ms; the sandbox was killed";
+      break;
+    case Kind::kExecFailed:
+      msg = "can't run " + (spec.process.argv.empty() ? std::string("?") : spec.process.argv[0]) + ": " + exec_stage +
+            " failed: " + ErrnoName(exec_errno) + " (" + strerror(exec_errno) + ")";
+      break;
+    case Kind::kInitDied:
+      msg = "airlock-init died before the command finished" +
+            (signal ? " (signal " + std::to_string(signal) + ")" : " (status " + std::to_string(code) + ")");
+      if (oom_killed) msg += "; the sandbox was out of memory";
+      break;
+  }
+  if (pids_limit_hits > 0) {
+    if (!msg.empty()) msg += "; ";
+    msg += "the pids limit (" + limit(spec.limits.pids) + ") refused " + std::to_string(pids_limit_hits) + " forks";
+  }
+  return msg;
+}
+
+}  // namespace airlock

@@ -1,0 +1,91 @@
+// Sandbox: one isolated process tree, from a SandboxSpec to teardown.
+//
+// Start() runs the launch sequence (parent side below, child side in
+// child.cc) and returns once airlock-init has greeted the runtime; Exec()
+// hands init a command; WaitOneShot() waits for the first command's end,
+// forwarding signals and enforcing the timeout. Destroy() (also run by the
+// destructor) kills the tree and removes every host resource the sandbox
+// had: cgroups, pool subvolume, id range, state record. Mounts need no
+// removal: they all live in the sandbox's own mount namespace.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "runtime/cgroups/cgroup.h"
+#include "runtime/core/error.h"
+#include "runtime/core/unique_fd.h"
+#include "runtime/launch/state.h"
+#include "runtime/spec/spec.h"
+
+namespace airlock {
+
+struct LaunchOptions {
+  bool oneshot = true;   // init exits with the first command's status
+  bool timings = false;  // collect per-step timings (parent and child)
+};
+
+struct StepTiming {
+  std::string step;
+  uint64_t ns = 0;
+};
+
+// How the first command ended, from the kernel's and init's reports.
+struct Outcome {
+  enum class Kind { kExited, kSignaled, kTimedOut, kExecFailed, kInitDied };
+  Kind kind = Kind::kExited;
+  int code = 0;        // kExited
+  int signal = 0;      // kSignaled; kInitDied: init's own signal, if any
+  int exec_errno = 0;  // kExecFailed
+  std::string exec_stage;
+  bool oom_killed = false;        // the workload's cgroup saw an OOM kill
+  uint64_t pids_limit_hits = 0;   // forks refused by the pids limit
+  // The status `airlock run` exits with: the command's code, 128+signal,
+  // 124 for a timeout, 126/127 for exec failures, 125 for airlock's own.
+  int ExitStatus() const;
+  // One line for the user when the command didn't simply exit, else empty.
+  std::string Describe(const SandboxSpec& spec) const;
+};
+
+class Sandbox {
+ public:
+  static Result<std::unique_ptr<Sandbox>> Start(const SandboxSpec& spec, const RuntimePaths& paths,
+                                                const LaunchOptions& options);
+  ~Sandbox();
+  Sandbox(const Sandbox&) = delete;
+  Sandbox& operator=(const Sandbox&) = delete;
+
+  // Runs `process` inside, with the given stdin, stdout, stderr.
+  Result<void> Exec(const ProcessSpec& process, std::span<const int> stdio);
+  // Waits for the command Exec() started. Signals readable from `signal_fd`
+  // (a signalfd, or -1) are forwarded to it through init.
+  Result<Outcome> WaitOneShot(int signal_fd);
+  // Kills the whole tree and removes the sandbox's host resources. Idempotent.
+  Result<void> Destroy();
+
+  pid_t init_pid() const { return init_pid_; }
+  const std::vector<StepTiming>& timings() const { return timings_; }
+
+ private:
+  Sandbox() = default;
+  struct Resources;
+  Result<void> Launch(const RuntimePaths& paths, const LaunchOptions& options);
+  void Time(const char* step, uint64_t start_ns);
+
+  SandboxSpec spec_;
+  std::unique_ptr<Resources> res_;
+  pid_t init_pid_ = -1;
+  UniqueFd pidfd_;
+  UniqueFd channel_;
+  bool reaped_ = false;
+  int init_wait_status_ = 0;
+  std::vector<StepTiming> timings_;
+  bool timing_enabled_ = false;
+};
+
+}  // namespace airlock

@@ -1,0 +1,78 @@
+// SandboxSpec: the runtime's plain description of one sandbox. The harness
+// and the CLI fill it in; ValidateSpec() checks it; BuildLaunchPlan() (plan.h)
+// turns it into everything the launch needs, before any process is cloned.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "runtime/core/error.h"
+
+namespace airlock {
+
+// A host path placed into the sandbox. Read-only mounts keep host ownership
+// unmapped; read-write mounts are idmapped so that what the sandbox user
+// writes belongs to the directory's host owner.
+struct HostMount {
+  std::string source;       // absolute host path, resolved once without symlinks
+  std::string destination;  // absolute, normalized path inside the sandbox
+  bool read_only = true;
+  bool allow_root_owner = false;  // rw only: permit a source owned by host root
+};
+
+// A read-only host directory the image itself places in the root (the `host`
+// image's /usr). Mounted idmapped with the sandbox's own id map.
+struct ImageBind {
+  std::string source;
+  std::string destination;
+};
+
+enum class NetMode { kNone };
+
+struct ResourceLimits {
+  std::optional<uint64_t> memory_bytes;
+  std::optional<uint64_t> pids;
+  std::optional<double> cpus;
+  std::optional<uint64_t> disk_bytes;   // a qgroup limit on the pool subvolume
+  uint64_t nofile = 1024;               // RLIMIT_NOFILE soft and hard
+  std::optional<uint64_t> fsize_bytes;  // RLIMIT_FSIZE
+};
+
+struct ProcessSpec {
+  std::vector<std::string> argv;  // argv[0] is looked up in PATH inside
+  std::vector<std::string> env;   // "K=V", exactly what the command gets
+  std::string cwd = "/";
+  uid_t uid = 0;                  // inside the sandbox
+  gid_t gid = 0;
+  std::vector<gid_t> groups;
+};
+
+struct SandboxSpec {
+  std::string id;  // [a-z0-9-]{1,32}; names the cgroup, subvolume, id range
+  // Image: overlay lower layers on the host, uppermost first, with canonical
+  // ownership (0-65535 as the sandbox sees it), plus read-only binds.
+  std::vector<std::string> layers;
+  std::vector<ImageBind> image_binds;
+  std::vector<HostMount> mounts;
+  ProcessSpec process;
+  std::string hostname = "sandbox";
+  NetMode net = NetMode::kNone;
+  ResourceLimits limits;
+  std::chrono::milliseconds timeout{0};  // 0: none. Kills the whole tree.
+  std::string seccomp_profile = "default";  // a name in the profile dir or a path
+};
+
+// Checks every field; the error names it ("mounts[1].destination: must be
+// absolute and normalized (got \"/a/../b\")").
+Result<void> ValidateSpec(const SandboxSpec& spec);
+
+// True if `path` is absolute with no "", ".", ".." components, no trailing
+// slash (except "/" itself) and no NUL.
+bool IsNormalizedAbsolutePath(const std::string& path);
+
+}  // namespace airlock

@@ -1,0 +1,184 @@
+#include <fcntl.h>
+#include <linux/mount.h>
+#include <linux/openat2.h>
+#include <sched.h>
+#include <poll.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "runtime/net/loopback.h"
+#include "runtime/proto/channel.h"
+#include "runtime/security/seccomp.h"
+#include "runtime/sys/syscalls.h"
+
+namespace airlock {
+namespace {
+
+int Ret(long r) { return r < 0 ? -errno : static_cast<int>(r); }
+
+class RealSyscalls final : public Syscalls {
+ public:
+  int FsOpen(const char* fstype) override { return Ret(syscall(SYS_fsopen, fstype, FSOPEN_CLOEXEC)); }
+  int FsConfigString(int fsfd, const char* key, const char* value) override {
+    return Ret(syscall(SYS_fsconfig, fsfd, FSCONFIG_SET_STRING, key, value, 0));
+  }
+  int FsConfigFlag(int fsfd, const char* key) override {
+    return Ret(syscall(SYS_fsconfig, fsfd, FSCONFIG_SET_FLAG, key, nullptr, 0));
+  }
+  int FsConfigCreate(int fsfd) override {
+    return Ret(syscall(SYS_fsconfig, fsfd, FSCONFIG_CMD_CREATE, nullptr, nullptr, 0));
+  }
+  int FsMount(int fsfd, unsigned attr_flags) override {
+    return Ret(syscall(SYS_fsmount, fsfd, FSMOUNT_CLOEXEC, attr_flags));
+  }
+  int MoveMount(int from_fd, const char* from_path, int to_fd, const char* to_path,
+                unsigned flags) override {
+    return Ret(syscall(SYS_move_mount, from_fd, from_path, to_fd, to_path, flags));
+  }
+  int OpenTree(int dirfd, const char* path, unsigned flags) override {
+    return Ret(syscall(SYS_open_tree, dirfd, path, flags));
+  }
+  int MountSetattr(int dirfd, const char* path, unsigned flags, uint64_t attr_set,
+                   uint64_t attr_clr) override {
+    mount_attr attr{};
+    attr.attr_set = attr_set;
+    attr.attr_clr = attr_clr;
+    return Ret(syscall(SYS_mount_setattr, dirfd, path, flags, &attr, sizeof(attr)));
+  }
+  int Mount(const char* source, const char* target, const char* fstype, unsigned long flags,
+            const void* data) override {
+    return Ret(::mount(source, target, fstype, flags, data));
+  }
+  int Umount2(const char* target, int flags) override { return Ret(::umount2(target, flags)); }
+  int PivotRoot(const char* new_root, const char* put_old) override {
+    return Ret(syscall(SYS_pivot_root, new_root, put_old));
+  }
+  int OpenBeneath(int dirfd, const char* path, int flags, unsigned mode, uint64_t resolve) override {
+    open_how how{};
+    how.flags = static_cast<uint64_t>(flags);
+    how.mode = mode;
+    how.resolve = resolve;
+    return Ret(syscall(SYS_openat2, dirfd, path, &how, sizeof(how)));
+  }
+  int MkdirAt(int dirfd, const char* path, unsigned mode) override { return Ret(::mkdirat(dirfd, path, mode)); }
+  int SymlinkAt(const char* target, int dirfd, const char* path) override {
+    return Ret(::symlinkat(target, dirfd, path));
+  }
+  int WriteAll(int fd, const void* data, size_t len) override {
+    const char* p = static_cast<const char*>(data);
+    while (len > 0) {
+      ssize_t n = ::write(fd, p, len);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return -errno;
+      }
+      p += n;
+      len -= static_cast<size_t>(n);
+    }
+    return 0;
+  }
+  int Close(int fd) override { return Ret(::close(fd)); }
+  int Fchdir(int fd) override { return Ret(::fchdir(fd)); }
+  int Chdir(const char* path) override { return Ret(::chdir(path)); }
+  int Dup2(int from, int to) override { return Ret(::dup2(from, to)); }
+  int CloseRangeFrom(unsigned first) override { return Ret(syscall(SYS_close_range, first, ~0U, 0)); }
+  int SetCloexec(int fd, bool on) override { return Ret(fcntl(fd, F_SETFD, on ? FD_CLOEXEC : 0)); }
+  int IsDirectory(int fd) override {
+    struct stat st;
+    if (fstat(fd, &st) < 0) return -errno;
+    return S_ISDIR(st.st_mode) ? 1 : 0;
+  }
+  int ReceiveFds(int sock, int* fds, int max) override {
+    char buf[64];
+    iovec iov{buf, sizeof(buf)};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * proto::kMaxFds)];
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    ssize_t n;
+    do {
+      n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return -errno;
+    if (n == 0) return -EPIPE;  // the parent is gone
+    int count = 0;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      int in = static_cast<int>((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+      for (int i = 0; i < in; ++i) {
+        int fd;
+        memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+        if (count < max) fds[count++] = fd; else ::close(fd);
+      }
+    }
+    if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) return -EMSGSIZE;
+    return count;
+  }
+  int Send(int sock, const void* data, size_t len) override {
+    return Ret(::send(sock, data, len, MSG_NOSIGNAL));
+  }
+  bool PeerHungUp(int sock) override {
+    pollfd p{sock, 0, 0};
+    return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR));
+  }
+  int SetIds(uid_t uid, gid_t gid) override {
+    // Raw syscalls: glibc's wrappers broadcast to all threads with signals,
+    // which a raw-cloned child must not rely on.
+    if (syscall(SYS_setgroups, 0, nullptr) < 0) return -errno;
+    if (syscall(SYS_setresgid, gid, gid, gid) < 0) return -errno;
+    if (syscall(SYS_setresuid, uid, uid, uid) < 0) return -errno;
+    return 0;
+  }
+  int Unshare(int flags) override { return Ret(::unshare(flags)); }
+  int SetHostname(const char* name, size_t len) override { return Ret(::sethostname(name, len)); }
+  int SetRlimit(int resource, const rlimit& limit) override {
+    return Ret(::setrlimit(static_cast<__rlimit_resource>(resource), &limit));
+  }
+  int DropBoundingCap(int cap) override {
+    int r = prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
+    // A capability the kernel doesn't know is not in the set to begin with.
+    if (r < 0 && errno == EINVAL) return 0;
+    return Ret(r);
+  }
+  int ClearInheritableAndAmbient() override {
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0) return -errno;
+    struct {
+      uint32_t version;
+      int pid;
+    } header{0x20080522 /* _LINUX_CAPABILITY_VERSION_3 */, 0};
+    struct {
+      uint32_t effective, permitted, inheritable;
+    } data[2]{};
+    if (syscall(SYS_capget, &header, data) < 0) return -errno;
+    data[0].inheritable = data[1].inheritable = 0;
+    return Ret(syscall(SYS_capset, &header, data));
+  }
+  int SetNoNewPrivs() override { return Ret(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)); }
+  int SetParentDeathSignal(int sig) override { return Ret(prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)); }
+  int InstallSeccomp(const sock_fprog& prog) override {
+    int err = seccomp::Install(prog);
+    return err == 0 ? 0 : -err;
+  }
+  int LoopbackUp() override { return net::BringUpLoopback(); }
+  int ExecveAt(int fd, char* const argv[], char* const envp[]) override {
+    return Ret(syscall(SYS_execveat, fd, "", argv, envp, AT_EMPTY_PATH));
+  }
+};
+
+}  // namespace
+
+Syscalls& LinuxSyscalls() {
+  static RealSyscalls real;
+  return real;
+}
+
+}  // namespace airlock
