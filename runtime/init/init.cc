@@ -2,9 +2,11 @@
 //
 // It is exec'd by the launch child after the jail is complete: the seccomp
 // filter, the reduced bounding set and no_new_privs already apply to it. It
-// holds only the channel to the runtime (fd 3), makes itself non-dumpable and
-// a session leader (CRIU needs one inside the pid namespace), forks the
-// spawner, and then:
+// holds only the channel to the runtime (fd 3) and its socket to the spawner
+// (fd 4), a sibling process the launch child forked and placed in the
+// workload cgroup, which runs this same binary as `airlock-init spawner`.
+// init makes itself non-dumpable (it already leads its session, as CRIU
+// needs), greets the runtime, and then:
 //   - forwards exec requests (with their stdin/stdout/stderr) to the spawner,
 //     which forks each command with CLONE_PARENT so that init is its parent
 //     and the only source of its exit status;
@@ -12,8 +14,7 @@
 //   - forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH
 //     to the running commands;
 //   - in --oneshot mode exits with the first command's status.
-// The runtime moves the spawner into the workload cgroup before it sends the
-// first request, so commands (and fork bombs) never share init's group.
+// Commands (and fork bombs) thus never share init's cgroup.
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
@@ -26,6 +27,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <string>
@@ -114,6 +116,7 @@ sigset_t HandledSignals() {
 
 // The spawner: forks commands on request. It runs in the workload cgroup.
 [[noreturn]] void SpawnerMain(int sock) {
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   for (;;) {
     auto msg = proto::ReceiveMessage(sock);
     if (!msg) Die(msg.error().err == 0 ? 0 : 1);
@@ -162,29 +165,17 @@ struct Command {
 
 class Init {
  public:
-  Init(int channel, bool oneshot) : channel_(channel), oneshot_(oneshot) {}
+  Init(int channel, int spawner_sock, pid_t spawner, bool oneshot)
+      : channel_(channel), oneshot_(oneshot), spawner_sock_(spawner_sock), spawner_(spawner) {}
 
   [[noreturn]] void Run() {
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-    setsid();
     sigset_t handled = HandledSignals();
     sigprocmask(SIG_BLOCK, &handled, nullptr);
     sigfd_ = signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK);
     if (sigfd_ < 0) Die(125);
-
-    int sp[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) Die(125);
-    pid_t spawner = fork();
-    if (spawner < 0) Die(125);
-    if (spawner == 0) {
-      close(sp[0]);
-      close(channel_);
-      close(sigfd_);
-      SpawnerMain(sp[1]);
-    }
-    close(sp[1]);
-    spawner_sock_ = sp[0];
-    spawner_ = spawner;
+    // The spawner may have died before the handler existed.
+    Reap();
     std::string hello = proto::EncodeHello();
     if (proto::SendMessage(channel_, Type::kHello, hello) < 0) Die(125);
     Loop();
@@ -297,10 +288,10 @@ class Init {
 
   int channel_;
   bool oneshot_;
+  int spawner_sock_;
+  pid_t spawner_;
   int sigfd_ = -1;
-  int spawner_sock_ = -1;
   bool spawner_sock_closed_ = false;
-  pid_t spawner_ = -1;
   unsigned in_flight_ = 0;
   std::map<pid_t, Command> commands_;
   std::map<pid_t, int> early_exits_;
@@ -311,8 +302,17 @@ class Init {
 }  // namespace airlock::init
 
 int main(int argc, char** argv) {
-  bool oneshot = argc > 1 && strcmp(argv[1], "--oneshot") == 0;
-  if (fcntl(airlock::proto::kInitChannelFd, F_GETFD) < 0) return 125;
-  airlock::init::Init init(airlock::proto::kInitChannelFd, oneshot);
+  using airlock::proto::kInitChannelFd;
+  using airlock::proto::kInitSpawnerFd;
+  if (fcntl(kInitChannelFd, F_GETFD) < 0) return 125;
+  if (argc > 1 && strcmp(argv[1], "spawner") == 0) airlock::init::SpawnerMain(kInitChannelFd);
+  bool oneshot = false;
+  long spawner = -1;
+  for (int i = 1; i < argc; ++i) {
+    if (strcmp(argv[i], "--oneshot") == 0) oneshot = true;
+    else if (strncmp(argv[i], "--spawner=", 10) == 0) spawner = strtol(argv[i] + 10, nullptr, 10);
+  }
+  if (spawner <= 1 || fcntl(kInitSpawnerFd, F_GETFD) < 0) return 125;
+  airlock::init::Init init(kInitChannelFd, kInitSpawnerFd, static_cast<pid_t>(spawner), oneshot);
   init.Run();
 }

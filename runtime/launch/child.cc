@@ -153,11 +153,21 @@ StepResult SetIds(Syscalls& sys, ChildContext& ctx) {
   return {};
 }
 
-StepResult UnshareLate(Syscalls& sys, ChildContext& ctx) {
-  // The cgroup namespace is made after the parent moved us into the
-  // sandbox's cgroup, so that group is its root. A time namespace applies to
-  // children only: init's spawner and commands.
+int JoinCgroups(Syscalls& sys, const int* fds) {
+  for (int i = 0; fds != nullptr && fds[i] >= 0; ++i) {
+    int r = sys.WriteAll(fds[i], "0", 1);
+    if (r < 0) return r;
+  }
+  return 0;
+}
+
+StepResult CgroupNamespace(Syscalls& sys, ChildContext& ctx) {
+  // The cgroup namespace is made while in the sandbox's group, so that group
+  // is its root and init sees itself in /init, commands in /work. A time
+  // namespace applies to children only: the spawner and commands.
+  STEP_CHECK(JoinCgroups(sys, ctx.cg_group), 0);
   STEP_CHECK(sys.Unshare(ctx.plan->late_unshare_flags), -1);
+  STEP_CHECK(JoinCgroups(sys, ctx.cg_init), 1);
   return {};
 }
 
@@ -321,24 +331,36 @@ StepResult PivotRoot(Syscalls& sys, ChildContext& ctx) {
   return {};
 }
 
+// Fixed descriptor numbers from the stdio step on: 0-2 the sandbox's
+// /dev/null, 3 the channel, 4 reserved for the spawner socket, 5 the exec fd.
+constexpr int kExecFd = 5;
+constexpr int kFirstFreeFd = 6;
+
+int MoveFd(Syscalls& sys, int from, int to) {
+  if (from == to) return 0;
+  return sys.Dup2(from, to);
+}
+
 StepResult Stdio(Syscalls& sys, ChildContext& ctx) {
-  // init holds no host descriptor: its stdio is the sandbox's /dev/null, the
-  // channel is fd 3, the exec fd 4 (close-on-exec), nothing else survives.
   int null = sys.OpenBeneath(AT_FDCWD, "/dev/null", O_RDWR | O_CLOEXEC, 0, 0);
   STEP_CHECK(null, -1);
-  for (int fd = 0; fd < 3; ++fd) STEP_CHECK(sys.Dup2(null, fd), -1);
+  // Lift the fds the next lines overwrite out of the way first.
   int sock = ctx.sock, exec_fd = ctx.init_exec_fd;
-  if (exec_fd == proto::kInitChannelFd) {
-    exec_fd = 100;
-    STEP_CHECK(sys.Dup2(ctx.init_exec_fd, exec_fd), -1);
+  if (sock < kFirstFreeFd) {
+    sock = sys.Dup2(sock, 90);
+    STEP_CHECK(sock, -1);
   }
-  if (sock != proto::kInitChannelFd) STEP_CHECK(sys.Dup2(sock, proto::kInitChannelFd), -1);
-  STEP_CHECK(sys.SetCloexec(proto::kInitChannelFd, false), -1);
-  if (exec_fd != 4) STEP_CHECK(sys.Dup2(exec_fd, 4), -1);
-  STEP_CHECK(sys.SetCloexec(4, true), -1);
-  STEP_CHECK(sys.CloseRangeFrom(5), -1);
+  if (exec_fd < kFirstFreeFd) {
+    exec_fd = sys.Dup2(exec_fd, 91);
+    STEP_CHECK(exec_fd, -1);
+  }
+  for (int fd = 0; fd < 3; ++fd) STEP_CHECK(sys.Dup2(null, fd), -1);
+  STEP_CHECK(MoveFd(sys, sock, proto::kInitChannelFd), -1);
+  STEP_CHECK(sys.Dup2(null, proto::kInitSpawnerFd), -1);  // a placeholder
+  STEP_CHECK(MoveFd(sys, exec_fd, kExecFd), -1);
+  STEP_CHECK(sys.SetCloexec(kExecFd, true), -1);
   ctx.sock = proto::kInitChannelFd;
-  ctx.init_exec_fd = 4;
+  ctx.init_exec_fd = kExecFd;
   return {};
 }
 
@@ -383,7 +405,37 @@ StepResult Seccomp(Syscalls& sys, ChildContext& ctx) {
   return {};
 }
 
+// Forks the spawner, which moves itself to the workload group and becomes
+// `airlock-init spawner`; this process becomes airlock-init. Both run under
+// everything the steps set up (seccomp included). Neither keeps a host
+// descriptor: the cgroup files close before either exec.
 StepResult ExecInit(Syscalls& sys, ChildContext& ctx) {
+  // A session of its own (CRIU needs init to lead one inside the pid
+  // namespace), and off the caller's terminal: its ^C goes to airlock run,
+  // which forwards it.
+  STEP_CHECK(sys.Setsid(), -1);
+  int sp[2];
+  STEP_CHECK(sys.SocketPair(sp), -1);
+  int pid = sys.Fork();
+  STEP_CHECK(pid, -1);
+  if (pid == 0) {
+    if (JoinCgroups(sys, ctx.cg_work) < 0) _exit(125);
+    // Placed: init may greet the runtime now.
+    if (sys.Send(sp[1], "p", 1) < 0) _exit(125);
+    if (sys.Dup2(sp[1], proto::kInitChannelFd) < 0) _exit(125);
+    sys.Dup2(0, proto::kInitSpawnerFd);
+    sys.CloseRangeFrom(kFirstFreeFd);
+    sys.ExecveAt(ctx.init_exec_fd, ctx.spawner_argv, ctx.init_envp);
+    _exit(125);
+  }
+  char placed;
+  int n = sys.Receive(sp[0], &placed, 1);
+  STEP_CHECK(n, -1);
+  if (n != 1) return StepError{ECHILD};  // the spawner died before it was placed
+  STEP_CHECK(sys.Dup2(sp[0], proto::kInitSpawnerFd), -1);
+  STEP_CHECK(sys.CloseRangeFrom(kFirstFreeFd), -1);
+  if (ctx.init_spawner_arg != nullptr)
+    snprintf(ctx.init_spawner_arg, ctx.init_spawner_arg_size, "--spawner=%d", pid);
   if (ctx.send_timings) {
     // Sent before exec: after it nothing of this process's memory remains.
     char msg[8 + sizeof(ctx.step_ns)];
@@ -401,7 +453,7 @@ StepResult ExecInit(Syscalls& sys, ChildContext& ctx) {
 
 using StepFn = StepResult (*)(Syscalls&, ChildContext&);
 constexpr StepFn kSteps[] = {
-    AwaitParent, SetIds,   UnshareLate, MakePrivate,  Stage,      AttachLayers,
+    AwaitParent, SetIds,   CgroupNamespace, MakePrivate,  Stage,      AttachLayers,
     Overlay,     Mounts,   PivotRoot,   Stdio,        Hostname,   Loopback,
     Rlimits,     Capabilities, NoNewPrivs, Seccomp,   ExecInit,
 };

@@ -83,12 +83,49 @@ std::string FailureDetail(const LaunchPlan& plan, const proto::SetupFailed& f) {
   }
 }
 
+// The cgroup v1 `tasks` files the child writes "0" to (see ChildContext),
+// -1 terminated, and whether a v2 hierarchy needs CLONE_INTO_CGROUP.
+struct CgroupJoinFiles {
+  std::vector<UniqueFd> owned;
+  std::vector<int> group, init, work;
+  bool use_clone_into_cgroup = false;
+};
+
+Result<CgroupJoinFiles> OpenJoinFiles(const cgroups::Layout& layout, const std::vector<std::string>& paths,
+                                      const std::string& id) {
+  CgroupJoinFiles j;
+  const std::string group_suffix = "/airlock-" + id;
+  for (const auto& p : paths) {
+    const cgroups::Hierarchy* h = nullptr;
+    for (const auto& candidate : layout.hierarchies)
+      if (p.starts_with(candidate.mountpoint + "/")) h = &candidate;
+    if (h == nullptr) return Fail("cgroup", "no hierarchy holds " + p);
+    if (h->version == cgroups::Version::kV2) {
+      j.use_clone_into_cgroup = true;
+      continue;
+    }
+    std::vector<int>* list = p.ends_with(group_suffix) ? &j.group
+                             : p.ends_with("/init")     ? &j.init
+                             : p.ends_with("/work")     ? &j.work
+                                                        : nullptr;
+    if (list == nullptr) continue;
+    std::string tasks = p + "/tasks";
+    UniqueFd fd(open(tasks.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!fd) return Errno("open", tasks);
+    list->push_back(fd.get());
+    j.owned.push_back(std::move(fd));
+  }
+  for (auto* list : {&j.group, &j.init, &j.work}) list->push_back(-1);
+  return j;
+}
+
 }  // namespace
 
 struct Sandbox::Resources {
   std::optional<SandboxRecord> record;
   std::string idranges_path;
   bool has_ids = false;
+  bool durable_ids = true;
   storage::IdRange ids;
   std::optional<cgroups::SandboxCgroup> cgroup;
   std::optional<storage::Pool> pool;
@@ -127,7 +164,11 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
   res_->record.emplace(TRY(SandboxRecord::Create(paths, spec_.id)));
   res_->idranges_path = paths.IdRanges();
   TRY(res_->record->Note("idrange", spec_.id));
-  res_->ids = TRY(storage::IdAllocator(paths.IdRanges()).Allocate(spec_.id));
+  storage::IdAllocator allocator(paths.IdRanges());
+  // A one-shot sandbox can't outlive the host's uptime: skip the fsyncs.
+  allocator.set_durable(!options.oneshot);
+  res_->durable_ids = !options.oneshot;
+  res_->ids = TRY(allocator.Allocate(spec_.id));
   res_->has_ids = true;
   Time("id-range", t);
 
@@ -141,6 +182,7 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
   cgroups::Limits limits{spec_.limits.memory_bytes, spec_.limits.pids, spec_.limits.cpus};
   res_->cgroup.emplace(TRY(cgroups::SandboxCgroup::Create(layout, spec_.id, limits)));
   for (const auto& p : res_->cgroup->Paths()) TRY(res_->record->Note("cgroup", p));
+  CgroupJoinFiles join = TRY(OpenJoinFiles(layout, res_->cgroup->Paths(), spec_.id));
   Time("cgroup", t);
 
   std::optional<storage::Subvolume> subvolume;
@@ -200,7 +242,7 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
   std::string stage = paths.StageDir();
   char init_arg0[] = "airlock-init";
   char init_arg1[] = "--oneshot";
-  char* init_argv[] = {init_arg0, options.oneshot ? init_arg1 : nullptr, nullptr};
+  char* init_argv[] = {init_arg0, nullptr, nullptr, nullptr};
   char* init_envp[] = {nullptr};
   ChildContext ctx;
   ctx.plan = &plan;
@@ -212,6 +254,18 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
   ctx.init_argv = init_argv;
   ctx.init_envp = init_envp;
   ctx.send_timings = timing_enabled_;
+  ctx.cg_group = join.group.data();
+  ctx.cg_init = join.init.data();
+  ctx.cg_work = join.work.data();
+  char spawner_arg0[] = "airlock-init";
+  char spawner_arg1[] = "spawner";
+  char* spawner_argv[] = {spawner_arg0, spawner_arg1, nullptr};
+  char spawner_pid_arg[32] = "--spawner=0";
+  init_argv[1] = spawner_pid_arg;
+  init_argv[2] = options.oneshot ? init_arg1 : nullptr;
+  ctx.spawner_argv = spawner_argv;
+  ctx.init_spawner_arg = spawner_pid_arg;
+  ctx.init_spawner_arg_size = sizeof(spawner_pid_arg);
 
   int pidfd = -1;
   clone_args args{};
@@ -219,6 +273,11 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
                CLONE_PIDFD;
   args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
   args.exit_signal = SIGCHLD;
+  if (join.use_clone_into_cgroup) {
+    // cgroup v2: born in init's group, no migration at all.
+    args.flags |= CLONE_INTO_CGROUP;
+    args.cgroup = static_cast<uint64_t>(res_->cgroup->InitDirFd());
+  }
   long pid = syscall(SYS_clone3, &args, sizeof(args));
   if (pid < 0) return Errno("clone3", "new user, pid, mount, net, uts, ipc namespaces");
   if (pid == 0) {
@@ -235,7 +294,8 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
   t = NowNs();
   std::string map = "0 " + std::to_string(res_->ids.base) + " " + std::to_string(res_->ids.count) + "\n";
   TRY(fs::WriteIdMaps(init_pid_, map, map));
-  TRY(res_->cgroup->AttachInit(init_pid_));
+  Time("id-maps", t);
+  t = NowNs();
   // init must survive its own sandbox's memory pressure (decision 7). The
   // cgroup layout already guarantees it for the sandbox's own limit (an OOM
   // in the workload group only picks victims there); -1000 also shields init
@@ -243,7 +303,7 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
   // running airlock may lack: then the layout is the only shield.
   if (auto adj = WriteProcFile(init_pid_, "oom_score_adj", "-1000"); !adj && adj.error().err != EACCES)
     return std::unexpected(adj.error());
-  Time("id-maps-cgroup", t);
+  Time("cgroup-attach", t);
 
   t = NowNs();
   std::string userns_path = "/proc/" + std::to_string(init_pid_) + "/ns/user";
@@ -324,19 +384,19 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
   }
   Time("await-init", t);
 
-  // init has forked its spawner: every process in init's group but init is
-  // that spawner. Move it to the workload group, where commands fork.
+  // On cgroup v1 the spawner moved itself to the workload group before its
+  // exec. On v2 it was born in init's group: every process there but init
+  // is the spawner; move it to the workload group, where commands fork.
   t = NowNs();
   auto pids = TRY(res_->cgroup->InitPids());
-  int moved = 0;
+  int others = 0;
   for (pid_t p : pids) {
     if (p == init_pid_) continue;
-    TRY(res_->cgroup->MoveToWork(p));
-    if (auto adj = WriteProcFile(p, "oom_score_adj", "0"); !adj && adj.error().err != EACCES)
-      return std::unexpected(adj.error());
-    ++moved;
+    if (join.use_clone_into_cgroup) TRY(res_->cgroup->MoveToWork(p));
+    ++others;
   }
-  if (moved != 1) return Fail("sandbox setup", "expected one spawner in init's cgroup, found " + std::to_string(moved));
+  if (others != (join.use_clone_into_cgroup ? 1 : 0))
+    return Fail("sandbox setup", "unexpected processes in init's cgroup (" + std::to_string(others) + ")");
   Time("place-spawner", t);
   return {};
 }
@@ -456,7 +516,9 @@ Result<void> Sandbox::Destroy() {
     res_->has_subvolume = false;
   }
   if (res_->has_ids) {
-    keep(storage::IdAllocator(res_->idranges_path).Release(spec_.id));
+    storage::IdAllocator allocator(res_->idranges_path);
+    allocator.set_durable(res_->durable_ids);
+    keep(allocator.Release(spec_.id));
     res_->has_ids = false;
   }
   // Keep the record when something couldn't be undone: the next start retries.

@@ -32,7 +32,7 @@ const char* ChildStepName(ChildStep step) {
   switch (step) {
     case ChildStep::kAwaitParent: return "await-parent";
     case ChildStep::kSetIds: return "set-ids";
-    case ChildStep::kUnshareLate: return "unshare-cgroup-time";
+    case ChildStep::kCgroupNamespace: return "cgroup-namespace";
     case ChildStep::kMakePrivate: return "make-private";
     case ChildStep::kStage: return "stage";
     case ChildStep::kAttachLayers: return "attach-layers";
@@ -46,7 +46,7 @@ const char* ChildStepName(ChildStep step) {
     case ChildStep::kCapabilities: return "capabilities";
     case ChildStep::kNoNewPrivs: return "no-new-privs";
     case ChildStep::kSeccomp: return "seccomp";
-    case ChildStep::kExecInit: return "exec-init";
+    case ChildStep::kExecInit: return "spawner-and-exec-init";
     case ChildStep::kCount: break;
   }
   return "unknown";

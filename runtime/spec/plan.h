@@ -54,7 +54,7 @@ struct PlannedSource {
 enum class ChildStep : uint8_t {
   kAwaitParent,
   kSetIds,
-  kUnshareLate,
+  kCgroupNamespace,
   kMakePrivate,
   kStage,
   kAttachLayers,

@@ -3,6 +3,7 @@
 #include <linux/openat2.h>
 #include <sched.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -126,10 +127,22 @@ class RealSyscalls final : public Syscalls {
   int Send(int sock, const void* data, size_t len) override {
     return Ret(::send(sock, data, len, MSG_NOSIGNAL));
   }
+  int Receive(int sock, void* data, size_t len) override {
+    ssize_t n;
+    do {
+      n = ::recv(sock, data, len, 0);
+    } while (n < 0 && errno == EINTR);
+    return Ret(n);
+  }
   bool PeerHungUp(int sock) override {
     pollfd p{sock, 0, 0};
     return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR));
   }
+  int SocketPair(int sv[2]) override {
+    return Ret(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv));
+  }
+  int Setsid() override { return Ret(::setsid()); }
+  int Fork() override { return Ret(syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0)); }
   int SetIds(uid_t uid, gid_t gid) override {
     // Raw syscalls: glibc's wrappers broadcast to all threads with signals,
     // which a raw-cloned child must not rely on.

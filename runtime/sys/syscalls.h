@@ -49,7 +49,11 @@ class Syscalls {
   // Receives the parent's go message: fills fds (up to max), returns the count or -errno.
   virtual int ReceiveFds(int sock, int* fds, int max) = 0;
   virtual int Send(int sock, const void* data, size_t len) = 0;  // one datagram
+  virtual int Receive(int sock, void* data, size_t len) = 0;     // one datagram; 0 at EOF
   virtual bool PeerHungUp(int sock) = 0;
+  virtual int SocketPair(int sv[2]) = 0;  // AF_UNIX SOCK_SEQPACKET, close-on-exec
+  virtual int Fork() = 0;                 // raw clone(SIGCHLD): 0 in the child
+  virtual int Setsid() = 0;
 
   // Identity, namespaces, limits, privileges.
   virtual int SetIds(uid_t uid, gid_t gid) = 0;  // setgroups(0) + setresgid + setresuid

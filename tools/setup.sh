@@ -1,0 +1,28 @@
+#!/bin/sh
+# Installs what airlock needs to build and run on Debian bookworm, then
+# builds it into ./build. Idempotent: packages already present are skipped.
+# Usage: tools/setup.sh [--bench]   (--bench adds the peers for tools/bench/)
+set -eu
+cd "$(dirname "$0")/.."
+
+packages="build-essential cmake pkg-config libseccomp-dev libcap-dev libmnl-dev
+  nlohmann-json3-dev catch2 btrfs-progs python3"
+if [ "${1:-}" = "--bench" ]; then
+  packages="$packages hyperfine bubblewrap runc crun util-linux"
+fi
+
+missing=""
+for p in $packages; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  echo "setup: installing$missing"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # shellcheck disable=SC2086
+  apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$(nproc)"
+echo "setup: built build/airlock and build/airlock-init"
