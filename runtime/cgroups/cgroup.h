@@ -40,6 +40,8 @@ inline constexpr uint64_t kCpuPeriodUs = 100000;
 // Name of the v2 leaf the caller moves itself into (see above).
 inline constexpr const char* kSelfLeafName = "airlock.self";
 
+// Per-sandbox limits, applied to the work child; an unset field is no limit.
+// cpus is a CFS quota in CPUs (0.5 = half of one CPU's time).
 struct Limits {
   std::optional<uint64_t> memory_bytes;
   std::optional<uint64_t> pids;
@@ -53,14 +55,16 @@ enum class Controller { kMemory, kPids, kCpu, kFreezer };
 inline constexpr std::array<Controller, 4> kControllers = {
     Controller::kMemory, Controller::kPids, Controller::kCpu,
     Controller::kFreezer};
+// The kernel's name for a controller: "memory", "pids", "cpu", "freezer".
 const char* ControllerName(Controller c);
 
 // One mounted hierarchy that hosts at least one controller airlock uses.
 struct Hierarchy {
   Version version = Version::kV1;
   std::string mountpoint;  // with the sysfs prefix, if any
-  std::vector<std::string>
-      controllers;        // v1: from the mount options; v2: cgroup.controllers
+  // Every controller it carries: v1 from the mount options ("cpu",
+  // "cpuacct"), v2 the base's cgroup.controllers.
+  std::vector<std::string> controllers;
   std::string self_path;  // the caller's path as /proc/self/cgroup gives it
   std::string self_dir;   // the caller's cgroup directory
   // Where sandboxes are created: self_dir, or on v2 the parent of self_dir
@@ -148,6 +152,11 @@ class SandboxCgroup {
   // KillAll, then waits (bounded) until the groups are empty and removes the
   // children and the group. Directories already gone are fine.
   Result<void> Remove();
+  // Remove() without the kill pass (a v1 freeze and thaw), for a caller that
+  // knows every process is gone: after a pid namespace's init was reaped,
+  // the kernel has killed and reaped everything in it. A straggler still
+  // makes rmdir wait and fail, so nothing is left silently.
+  Result<void> RemoveEmptied();
   // Every directory this object created (record them on disk so a later run
   // can RemoveStale them after a crash).
   std::vector<std::string> Paths() const;
@@ -160,6 +169,7 @@ class SandboxCgroup {
  private:
   SandboxCgroup();
   Result<void> MoveTo(pid_t pid, bool to_work);
+  Result<void> RemoveDirs(bool kill_first);
   HierarchyGroup* GroupFor(Controller c) const;
 
   std::vector<std::unique_ptr<HierarchyGroup>> groups_;

@@ -214,9 +214,14 @@ Result<void> SandboxCgroup::KillAll() {
   return result;
 }
 
-Result<void> SandboxCgroup::Remove() {
+Result<void> SandboxCgroup::Remove() { return RemoveDirs(/*kill_first=*/true); }
+
+Result<void> SandboxCgroup::RemoveEmptied() { return RemoveDirs(/*kill_first=*/false); }
+
+Result<void> SandboxCgroup::RemoveDirs(bool kill_first) {
   if (created_.empty()) return {};
-  auto killed = KillAll();
+  Result<void> killed;
+  if (kill_first) killed = KillAll();
   internal::Backoff backoff(internal::kRemoveBudget);
   Result<void> result;
   // Children before their group: a cgroup with children is EBUSY.

@@ -2,11 +2,12 @@
 //
 // It is exec'd by the launch child after the jail is complete: the seccomp
 // filter, the reduced bounding set and no_new_privs already apply to it. It
-// holds only the channel to the runtime (fd 3) and its socket to the spawner
-// (fd 4), a sibling process the launch child forked and placed in the
-// workload cgroup, which runs this same binary as `airlock-init spawner`.
-// init makes itself non-dumpable (it already leads its session, as CRIU
-// needs), greets the runtime, and then:
+// holds the channel to the runtime (fd 3) and, on cgroup v1, the workload
+// group's `tasks` files (fds 4..). It makes itself non-dumpable (it already
+// leads its session, as CRIU needs), forks the spawner, which moves itself
+// into the workload group by writing "0" to those files (a self-move skips
+// the kernel's global threadgroup lock), and closes them; so does init. Then
+// init greets the runtime and:
 //   - forwards exec requests (with their stdin/stdout/stderr) to the spawner,
 //     which forks each command with CLONE_PARENT so that init is its parent
 //     and the only source of its exit status;
@@ -116,7 +117,6 @@ sigset_t HandledSignals() {
 
 // The spawner: forks commands on request. It runs in the workload cgroup.
 [[noreturn]] void SpawnerMain(int sock) {
-  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   for (;;) {
     auto msg = proto::ReceiveMessage(sock);
     if (!msg) Die(msg.error().err == 0 ? 0 : 1);
@@ -165,8 +165,8 @@ struct Command {
 
 class Init {
  public:
-  Init(int channel, int spawner_sock, pid_t spawner, bool oneshot)
-      : channel_(channel), oneshot_(oneshot), spawner_sock_(spawner_sock), spawner_(spawner) {}
+  Init(int channel, int cgroup_fds, bool oneshot)
+      : channel_(channel), oneshot_(oneshot), cgroup_fds_(cgroup_fds) {}
 
   [[noreturn]] void Run() {
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
@@ -174,14 +174,45 @@ class Init {
     sigprocmask(SIG_BLOCK, &handled, nullptr);
     sigfd_ = signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK);
     if (sigfd_ < 0) Die(125);
-    // The spawner may have died before the handler existed.
-    Reap();
+
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) Die(125);
+    pid_t spawner = fork();
+    if (spawner < 0) Die(125);
+    if (spawner == 0) {
+      for (int i = 0; i < cgroup_fds_; ++i)
+        if (write(proto::kInitCgroupFdBase + i, "0", 1) != 1) _exit(125);
+      CloseCgroupFds();
+      if (write(sp[1], "p", 1) != 1) _exit(125);  // placed
+      close(sp[0]);
+      close(channel_);
+      close(sigfd_);
+      sigset_t none;
+      sigemptyset(&none);
+      sigprocmask(SIG_SETMASK, &none, nullptr);
+      SpawnerMain(sp[1]);
+    }
+    CloseCgroupFds();
+    close(sp[1]);
+    spawner_sock_ = sp[0];
+    spawner_ = spawner;
+    // The runtime checks the placement after the hello: wait for it.
+    char placed;
+    ssize_t n;
+    do {
+      n = read(spawner_sock_, &placed, 1);
+    } while (n < 0 && errno == EINTR);
+    if (n != 1) Die(125);
     std::string hello = proto::EncodeHello();
     if (proto::SendMessage(channel_, Type::kHello, hello) < 0) Die(125);
     Loop();
   }
 
  private:
+  void CloseCgroupFds() {
+    for (int i = 0; i < cgroup_fds_; ++i) close(proto::kInitCgroupFdBase + i);
+  }
+
   [[noreturn]] void Loop() {
     for (;;) {
       pollfd fds[3] = {{channel_, POLLIN, 0}, {spawner_sock_, POLLIN, 0}, {sigfd_, POLLIN, 0}};
@@ -288,8 +319,9 @@ class Init {
 
   int channel_;
   bool oneshot_;
-  int spawner_sock_;
-  pid_t spawner_;
+  int cgroup_fds_;
+  int spawner_sock_ = -1;
+  pid_t spawner_ = -1;
   int sigfd_ = -1;
   bool spawner_sock_closed_ = false;
   unsigned in_flight_ = 0;
@@ -303,16 +335,14 @@ class Init {
 
 int main(int argc, char** argv) {
   using airlock::proto::kInitChannelFd;
-  using airlock::proto::kInitSpawnerFd;
   if (fcntl(kInitChannelFd, F_GETFD) < 0) return 125;
-  if (argc > 1 && strcmp(argv[1], "spawner") == 0) airlock::init::SpawnerMain(kInitChannelFd);
   bool oneshot = false;
-  long spawner = -1;
+  long cgroup_fds = 0;
   for (int i = 1; i < argc; ++i) {
     if (strcmp(argv[i], "--oneshot") == 0) oneshot = true;
-    else if (strncmp(argv[i], "--spawner=", 10) == 0) spawner = strtol(argv[i] + 10, nullptr, 10);
+    else if (strncmp(argv[i], "--cgroup-fds=", 13) == 0) cgroup_fds = strtol(argv[i] + 13, nullptr, 10);
   }
-  if (spawner <= 1 || fcntl(kInitSpawnerFd, F_GETFD) < 0) return 125;
-  airlock::init::Init init(kInitChannelFd, kInitSpawnerFd, static_cast<pid_t>(spawner), oneshot);
+  if (cgroup_fds < 0 || cgroup_fds > 16) return 125;
+  airlock::init::Init init(kInitChannelFd, static_cast<int>(cgroup_fds), oneshot);
   init.Run();
 }

@@ -153,21 +153,28 @@ StepResult SetIds(Syscalls& sys, ChildContext& ctx) {
   return {};
 }
 
-int JoinCgroups(Syscalls& sys, const int* fds) {
-  for (int i = 0; fds != nullptr && fds[i] >= 0; ++i) {
-    int r = sys.WriteAll(fds[i], "0", 1);
+enum CgroupList { kGroupList = 0, kInitList = 1, kWorkList = 2 };
+
+int JoinCgroups(Syscalls& sys, const ChildContext& ctx, CgroupList list) {
+  for (int i = 0; i < ctx.cg_per_list; ++i) {
+    int r = sys.WriteAll(ctx.cg_fds[list * ctx.cg_per_list + i], "0", 1);
     if (r < 0) return r;
   }
   return 0;
 }
 
 StepResult CgroupNamespace(Syscalls& sys, ChildContext& ctx) {
+  // The parent made the cgroups while this process set up its mounts.
+  int n = sys.ReceiveFds(ctx.sock, ctx.cg_fds, proto::kMaxFds);
+  STEP_CHECK(n, -1);
+  if (n % 3 != 0) return StepError{EPROTO};
+  ctx.cg_per_list = n / 3;
   // The cgroup namespace is made while in the sandbox's group, so that group
   // is its root and init sees itself in /init, commands in /work. A time
   // namespace applies to children only: the spawner and commands.
-  STEP_CHECK(JoinCgroups(sys, ctx.cg_group), 0);
+  STEP_CHECK(JoinCgroups(sys, ctx, kGroupList), 0);
   STEP_CHECK(sys.Unshare(ctx.plan->late_unshare_flags), -1);
-  STEP_CHECK(JoinCgroups(sys, ctx.cg_init), 1);
+  STEP_CHECK(JoinCgroups(sys, ctx, kInitList), 1);
   return {};
 }
 
@@ -332,7 +339,7 @@ StepResult PivotRoot(Syscalls& sys, ChildContext& ctx) {
 }
 
 // Fixed descriptor numbers from the stdio step on: 0-2 the sandbox's
-// /dev/null, 3 the channel, 4 reserved for the spawner socket, 5 the exec fd.
+// /dev/null, 3 the channel, 5 the exec fd (moved again at exec time).
 constexpr int kExecFd = 5;
 constexpr int kFirstFreeFd = 6;
 
@@ -356,7 +363,7 @@ StepResult Stdio(Syscalls& sys, ChildContext& ctx) {
   }
   for (int fd = 0; fd < 3; ++fd) STEP_CHECK(sys.Dup2(null, fd), -1);
   STEP_CHECK(MoveFd(sys, sock, proto::kInitChannelFd), -1);
-  STEP_CHECK(sys.Dup2(null, proto::kInitSpawnerFd), -1);  // a placeholder
+  STEP_CHECK(sys.Dup2(null, 4), -1);  // a placeholder
   STEP_CHECK(MoveFd(sys, exec_fd, kExecFd), -1);
   STEP_CHECK(sys.SetCloexec(kExecFd, true), -1);
   ctx.sock = proto::kInitChannelFd;
@@ -367,11 +374,6 @@ StepResult Stdio(Syscalls& sys, ChildContext& ctx) {
 StepResult Hostname(Syscalls& sys, ChildContext& ctx) {
   const auto& h = ctx.plan->spec.hostname;
   STEP_CHECK(sys.SetHostname(h.c_str(), h.size()), -1);
-  return {};
-}
-
-StepResult Loopback(Syscalls& sys, ChildContext&) {
-  STEP_CHECK(sys.LoopbackUp(), -1);
   return {};
 }
 
@@ -405,37 +407,38 @@ StepResult Seccomp(Syscalls& sys, ChildContext& ctx) {
   return {};
 }
 
-// Forks the spawner, which moves itself to the workload group and becomes
-// `airlock-init spawner`; this process becomes airlock-init. Both run under
-// everything the steps set up (seccomp included). Neither keeps a host
-// descriptor: the cgroup files close before either exec.
+// Becomes airlock-init, under everything the steps set up (seccomp
+// included). init forks the spawner first thing; the spawner moves itself
+// into the workload group through the cgroup v1 `tasks` files passed as fds
+// 4.. and closes them, init closes its copies: by the time anything
+// untrusted runs, neither holds a host descriptor.
 StepResult ExecInit(Syscalls& sys, ChildContext& ctx) {
   // A session of its own (CRIU needs init to lead one inside the pid
   // namespace), and off the caller's terminal: its ^C goes to airlock run,
   // which forwards it.
   STEP_CHECK(sys.Setsid(), -1);
-  int sp[2];
-  STEP_CHECK(sys.SocketPair(sp), -1);
-  int pid = sys.Fork();
-  STEP_CHECK(pid, -1);
-  if (pid == 0) {
-    if (JoinCgroups(sys, ctx.cg_work) < 0) _exit(125);
-    // Placed: init may greet the runtime now.
-    if (sys.Send(sp[1], "p", 1) < 0) _exit(125);
-    if (sys.Dup2(sp[1], proto::kInitChannelFd) < 0) _exit(125);
-    sys.Dup2(0, proto::kInitSpawnerFd);
-    sys.CloseRangeFrom(kFirstFreeFd);
-    sys.ExecveAt(ctx.init_exec_fd, ctx.spawner_argv, ctx.init_envp);
-    _exit(125);
+  const int n = ctx.cg_per_list;
+  const int* work = ctx.cg_fds + kWorkList * n;
+  // The work fds go to 4..4+n-1; the exec fd sits at 5, so lift it first.
+  int exec_fd = sys.Dup2(ctx.init_exec_fd, kFirstFreeFd + proto::kMaxFds);
+  STEP_CHECK(exec_fd, -1);
+  STEP_CHECK(sys.SetCloexec(exec_fd, true), -1);
+  int staged[proto::kMaxFds];
+  for (int i = 0; i < n; ++i) {
+    staged[i] = sys.Dup2(work[i], kFirstFreeFd + proto::kMaxFds + 1 + i);
+    STEP_CHECK(staged[i], i);
   }
-  char placed;
-  int n = sys.Receive(sp[0], &placed, 1);
-  STEP_CHECK(n, -1);
-  if (n != 1) return StepError{ECHILD};  // the spawner died before it was placed
-  STEP_CHECK(sys.Dup2(sp[0], proto::kInitSpawnerFd), -1);
-  STEP_CHECK(sys.CloseRangeFrom(kFirstFreeFd), -1);
-  if (ctx.init_spawner_arg != nullptr)
-    snprintf(ctx.init_spawner_arg, ctx.init_spawner_arg_size, "--spawner=%d", pid);
+  for (int i = 0; i < n; ++i) {
+    STEP_CHECK(sys.Dup2(staged[i], proto::kInitCgroupFdBase + i), i);
+    STEP_CHECK(sys.SetCloexec(proto::kInitCgroupFdBase + i, false), i);
+  }
+  int moved_exec = sys.Dup2(exec_fd, proto::kInitCgroupFdBase + n);
+  STEP_CHECK(moved_exec, -1);
+  STEP_CHECK(sys.SetCloexec(moved_exec, true), -1);
+  STEP_CHECK(sys.CloseRangeFrom(static_cast<unsigned>(moved_exec + 1)), -1);
+  ctx.init_exec_fd = moved_exec;
+  if (ctx.init_cgroup_arg != nullptr)
+    snprintf(ctx.init_cgroup_arg, ctx.init_cgroup_arg_size, "--cgroup-fds=%d", n);
   if (ctx.send_timings) {
     // Sent before exec: after it nothing of this process's memory remains.
     char msg[8 + sizeof(ctx.step_ns)];
@@ -453,8 +456,8 @@ StepResult ExecInit(Syscalls& sys, ChildContext& ctx) {
 
 using StepFn = StepResult (*)(Syscalls&, ChildContext&);
 constexpr StepFn kSteps[] = {
-    AwaitParent, SetIds,   CgroupNamespace, MakePrivate,  Stage,      AttachLayers,
-    Overlay,     Mounts,   PivotRoot,   Stdio,        Hostname,   Loopback,
+    AwaitParent, SetIds,   MakePrivate, Stage,        AttachLayers,
+    Overlay,     Mounts,      CgroupNamespace, PivotRoot, Stdio,   Hostname,
     Rlimits,     Capabilities, NoNewPrivs, Seccomp,   ExecInit,
 };
 static_assert(sizeof(kSteps) / sizeof(kSteps[0]) == static_cast<size_t>(ChildStep::kCount));

@@ -24,22 +24,22 @@ struct ChildContext {
   char* const* init_argv = nullptr;
   char* const* init_envp = nullptr;
   bool send_timings = false;
-  // cgroup v1 `tasks` files of the sandbox's group, its init child and its
-  // workload child, one per hierarchy, opened by the parent (their open-time
-  // credentials authorize the move). Writing "0" moves the writing thread
-  // without the global threadgroup lock a cgroup.procs write takes (which
-  // waits for an RCU grace period: ~10 ms here). -1 terminated; empty on v2,
-  // where clone3 places the child with CLONE_INTO_CGROUP.
-  const int* cg_group = nullptr;
-  const int* cg_init = nullptr;
-  const int* cg_work = nullptr;
-  char* const* spawner_argv = nullptr;
-  char* init_spawner_arg = nullptr;  // a buffer init_argv points at, for "--spawner=PID"
-  size_t init_spawner_arg_size = 0;
+
+  char* init_cgroup_arg = nullptr;  // a buffer init_argv points at, for "--cgroup-fds=N"
+  size_t init_cgroup_arg_size = 0;
 
   // Filled in by the steps.
   int fds[proto::kMaxFds] = {};
   int fd_count = 0;
+  // cgroup v1 `tasks` files, received in the parent's second message: the
+  // sandbox's group, its init child and its workload child, cg_per_list
+  // each (one per hierarchy), opened by the parent (their open-time
+  // credentials authorize the move). Writing "0" moves the writing thread
+  // without the global threadgroup lock a cgroup.procs write takes (which
+  // waits for an RCU grace period: ~10 ms here). None on v2, where clone3
+  // placed the child with CLONE_INTO_CGROUP.
+  int cg_fds[proto::kMaxFds] = {};
+  int cg_per_list = 0;
   int stage_fd = -1;
   int root_fd = -1;
   uint64_t step_ns[static_cast<int>(ChildStep::kCount)] = {};

@@ -30,6 +30,14 @@ struct LaunchOptions {
   bool timings = false;  // collect per-step timings (parent and child)
 };
 
+// cgroup v1 `tasks` files the child joins its groups through (ChildContext),
+// and whether a v2 hierarchy places it with CLONE_INTO_CGROUP instead.
+struct CgroupJoinFiles {
+  std::vector<UniqueFd> owned;
+  std::vector<int> fds;
+  bool use_clone_into_cgroup = false;
+};
+
 struct StepTiming {
   std::string step;
   uint64_t ns = 0;
@@ -75,6 +83,7 @@ class Sandbox {
   Sandbox() = default;
   struct Resources;
   Result<void> Launch(const RuntimePaths& paths, const LaunchOptions& options);
+  Result<CgroupJoinFiles> MakeCgroup(const cgroups::Layout& layout);
   void Time(const char* step, uint64_t start_ns);
 
   SandboxSpec spec_;

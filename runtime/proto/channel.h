@@ -26,9 +26,9 @@ inline constexpr size_t kMaxMessage = 128 * 1024;
 inline constexpr size_t kMaxFds = 64;
 // The fd number the channel has in airlock-init.
 inline constexpr int kInitChannelFd = 3;
-// The fd number of init's socket to the spawner (and, in the spawner, fd 3
-// is its socket to init).
-inline constexpr int kInitSpawnerFd = 4;
+// init receives the workload group's cgroup v1 `tasks` files as fds
+// kInitCgroupFdBase.. (their count in --cgroup-fds=N), for the spawner.
+inline constexpr int kInitCgroupFdBase = 4;
 
 enum class Type : uint16_t {
   kSetupFailed = 1,  // launch child -> runtime: {step, errno, item}; then the child exits

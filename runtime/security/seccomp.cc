@@ -1,10 +1,9 @@
 #include "runtime/security/seccomp.h"
 
-// The runtime is built without exceptions: nlohmann must never throw. Parsing
-// goes through parse(..., allow_exceptions=false) and every accessor below is
-// guarded by a type check.
+// The runtime is built without exceptions: nlohmann must never throw (this
+// must precede every include). Parsing goes through parse(...,
+// allow_exceptions=false) and every accessor below is guarded by a type check.
 #define JSON_NOEXCEPTION 1
-#include <nlohmann/json.hpp>
 
 #include <fcntl.h>
 #include <linux/seccomp.h>
@@ -16,9 +15,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <set>
 
 #include "runtime/core/sha256.h"
@@ -39,11 +40,10 @@ constexpr unsigned kMaxErrno = 4095;
 constexpr int kMaxRawNr = 0x3fffffff;
 
 // libseccomp's architecture names; OCI's are "SCMP_ARCH_" + upper case.
-constexpr const char* kArchNames[] = {
-    "x86",    "x86_64",    "x32",         "arm",    "aarch64", "mips",
-    "mips64", "mips64n32", "mipsel",      "mipsel64", "mipsel64n32",
-    "ppc",    "ppc64",     "ppc64le",     "s390",   "s390x",   "parisc",
-    "parisc64", "riscv64"};
+constexpr const char* kArchNames[] = {"x86",         "x86_64", "x32",       "arm",     "aarch64",
+                                      "mips",        "mips64", "mips64n32", "mipsel",  "mipsel64",
+                                      "mipsel64n32", "ppc",    "ppc64",     "ppc64le", "s390",
+                                      "s390x",       "parisc", "parisc64",  "riscv64"};
 
 std::string ArchName(uint32_t token) {
   for (const char* name : kArchNames) {
@@ -68,25 +68,33 @@ std::string Quote(std::string_view s) {
 
 // ---------------------------------------------------------------- parsing
 
-std::unexpected<Error> Bad(const std::string& path, std::string msg) {
-  return Fail(path, std::move(msg));
+std::string Sub(const std::string& path, std::string_view key) {
+  return path.empty() ? std::string(key) : path + "." + std::string(key);
+}
+std::string At(const std::string& path, size_t i) { return path + "[" + std::to_string(i) + "]"; }
+
+std::unexpected<Error> WrongType(const std::string& path, const char* want, const json& j) {
+  return Fail(path, std::string("expected ") + want + ", got " + j.type_name());
 }
 
-const char* TypeName(const json& j) { return j.type_name(); }
+std::string LibseccompVersion() {
+  const scmp_version* v = seccomp_version();
+  return std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->micro);
+}
 
 Result<std::string> GetString(const json& j, const std::string& path) {
-  if (!j.is_string()) return Bad(path, std::string("expected a string, got ") + TypeName(j));
+  if (!j.is_string()) return WrongType(path, "a string", j);
   return j.get_ref<const std::string&>();
 }
 
 Result<uint64_t> GetUint(const json& j, const std::string& path, uint64_t max) {
-  if (j.is_number_unsigned()) {
-    uint64_t v = j.get<uint64_t>();
-    if (v > max) return Bad(path, std::to_string(v) + " is out of range (max " + std::to_string(max) + ")");
-    return v;
+  if (j.is_number_integer() && !j.is_number_unsigned()) return Fail(path, "must not be negative");
+  if (!j.is_number_unsigned()) return WrongType(path, "a non-negative integer", j);
+  uint64_t v = j.get<uint64_t>();
+  if (v > max) {
+    return Fail(path, std::to_string(v) + " is out of range (max " + std::to_string(max) + ")");
   }
-  if (j.is_number_integer()) return Bad(path, "must not be negative");
-  return Bad(path, std::string("expected a non-negative integer, got ") + TypeName(j));
+  return v;
 }
 
 // Fails on any key of `obj` outside `allowed`: a misspelt field must not be
@@ -94,49 +102,63 @@ Result<uint64_t> GetUint(const json& j, const std::string& path, uint64_t max) {
 Result<void> CheckKeys(const json& obj, const std::string& path,
                        std::initializer_list<std::string_view> allowed) {
   for (const auto& item : obj.items()) {
-    bool ok = false;
-    for (std::string_view a : allowed) ok = ok || item.key() == a;
-    if (!ok) {
-      std::string p = path.empty() ? item.key() : path + "." + item.key();
-      return Bad(p, "unknown field");
+    if (std::find(allowed.begin(), allowed.end(), item.key()) == allowed.end()) {
+      return Fail(Sub(path, item.key()), "unknown field");
     }
   }
   return {};
 }
 
-Result<uint16_t> ParseErrno(const json& j, const std::string& path) {
-  uint64_t v = TRY(GetUint(j, path, kMaxErrno));
-  // errno 0 would make a refused call look successful.
-  if (v == 0) return Bad(path, "must be an errno value between 1 and 4095");
-  return static_cast<uint16_t>(v);
-}
+constexpr std::pair<std::string_view, ActionKind> kActions[] = {
+    {"SCMP_ACT_ALLOW", ActionKind::kAllow},
+    {"SCMP_ACT_ERRNO", ActionKind::kErrno},
+    {"SCMP_ACT_KILL", ActionKind::kKillThread},
+    {"SCMP_ACT_KILL_THREAD", ActionKind::kKillThread},
+    {"SCMP_ACT_KILL_PROCESS", ActionKind::kKillProcess},
+    {"SCMP_ACT_TRAP", ActionKind::kTrap},
+    {"SCMP_ACT_LOG", ActionKind::kLog}};
 
-// Parses an action and its errno; `errno_field` is "errnoRet" or
-// "defaultErrnoRet" in the object `obj` at `path`.
-Result<Action> ParseAction(const json& obj, const std::string& path,
-                           const char* action_field, const char* errno_field) {
-  std::string apath = path.empty() ? action_field : path + "." + action_field;
-  std::string epath = path.empty() ? errno_field : path + "." + errno_field;
+struct OpName {
+  std::string_view name;
+  ArgOp op;
+  scmp_compare scmp;
+};
+constexpr OpName kOps[] = {{"SCMP_CMP_NE", ArgOp::kNe, SCMP_CMP_NE},
+                           {"SCMP_CMP_LT", ArgOp::kLt, SCMP_CMP_LT},
+                           {"SCMP_CMP_LE", ArgOp::kLe, SCMP_CMP_LE},
+                           {"SCMP_CMP_EQ", ArgOp::kEq, SCMP_CMP_EQ},
+                           {"SCMP_CMP_GE", ArgOp::kGe, SCMP_CMP_GE},
+                           {"SCMP_CMP_GT", ArgOp::kGt, SCMP_CMP_GT},
+                           {"SCMP_CMP_MASKED_EQ", ArgOp::kMaskedEq, SCMP_CMP_MASKED_EQ}};
+
+// Parses the action named by `action_field` of `obj` and its errno field.
+Result<Action> ParseAction(const json& obj, const std::string& path, const char* action_field,
+                           const char* errno_field) {
+  const std::string apath = Sub(path, action_field), epath = Sub(path, errno_field);
   auto it = obj.find(action_field);
-  if (it == obj.end()) return Bad(apath, "missing");
+  if (it == obj.end()) return Fail(apath, "missing");
   std::string name = TRY(GetString(*it, apath));
-  Action a;
-  if (name == "SCMP_ACT_ALLOW") a.kind = ActionKind::kAllow;
-  else if (name == "SCMP_ACT_ERRNO") a.kind = ActionKind::kErrno;
-  else if (name == "SCMP_ACT_KILL" || name == "SCMP_ACT_KILL_THREAD") a.kind = ActionKind::kKillThread;
-  else if (name == "SCMP_ACT_KILL_PROCESS") a.kind = ActionKind::kKillProcess;
-  else if (name == "SCMP_ACT_TRAP") a.kind = ActionKind::kTrap;
-  else if (name == "SCMP_ACT_LOG") a.kind = ActionKind::kLog;
-  else if (name == "SCMP_ACT_TRACE") return Bad(apath, "SCMP_ACT_TRACE is not supported: airlock attaches no tracer");
-  else if (name == "SCMP_ACT_NOTIFY") return Bad(apath, "SCMP_ACT_NOTIFY is not supported: airlock runs no seccomp listener");
-  else return Bad(apath, "unknown action " + Quote(name));
-
+  if (name == "SCMP_ACT_TRACE") {
+    return Fail(apath, name + " is not supported: airlock attaches no tracer");
+  }
+  if (name == "SCMP_ACT_NOTIFY") {
+    return Fail(apath, name + " is not supported: airlock runs no listener");
+  }
+  auto known = std::find_if(std::begin(kActions), std::end(kActions),
+                            [&](const auto& a) { return a.first == name; });
+  if (known == std::end(kActions)) return Fail(apath, "unknown action " + Quote(name));
+  Action a{known->second, 0};
   auto e = obj.find(errno_field);
-  if (a.kind == ActionKind::kErrno) {
-    a.errno_ret = EPERM;  // OCI: ERRNO without a value means EPERM
-    if (e != obj.end()) a.errno_ret = TRY(ParseErrno(*e, epath));
-  } else if (e != obj.end()) {
-    return Bad(epath, "only valid with SCMP_ACT_ERRNO");
+  if (a.kind != ActionKind::kErrno) {
+    if (e != obj.end()) return Fail(epath, "only valid with SCMP_ACT_ERRNO");
+    return a;
+  }
+  a.errno_ret = EPERM;  // OCI: ERRNO without a value means EPERM
+  if (e != obj.end()) {
+    // errno 0 would make a refused call look successful.
+    uint64_t v = TRY(GetUint(*e, epath, kMaxErrno));
+    if (v == 0) return Fail(epath, "must be an errno value between 1 and 4095");
+    a.errno_ret = static_cast<uint16_t>(v);
   }
   return a;
 }
@@ -144,11 +166,10 @@ Result<Action> ParseAction(const json& obj, const std::string& path,
 Result<uint32_t> ParseArch(const json& j, const std::string& path) {
   std::string name = TRY(GetString(j, path));
   constexpr std::string_view kPrefix = "SCMP_ARCH_";
-  if (!name.starts_with(kPrefix)) return Bad(path, "unknown architecture " + Quote(name));
-  std::string lower = name.substr(kPrefix.size());
+  std::string lower = name.starts_with(kPrefix) ? name.substr(kPrefix.size()) : "";
   for (char& c : lower) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
-  uint32_t token = seccomp_arch_resolve_name(lower.c_str());
-  if (token == 0) return Bad(path, "unknown architecture " + Quote(name));
+  uint32_t token = lower.empty() ? 0 : seccomp_arch_resolve_name(lower.c_str());
+  if (token == 0) return Fail(path, "unknown architecture " + Quote(name));
   return token;
 }
 
@@ -156,103 +177,94 @@ Result<uint32_t> ParseArch(const json& j, const std::string& path) {
 // that number on the native arch. Returns nullopt for an entry that does not
 // apply here (a raw number for an arch that is not in this filter, or an
 // unknown name in an optional rule).
-Result<std::optional<SyscallRef>> ParseName(const json& j, const std::string& path,
-                                            bool optional,
+Result<std::optional<SyscallRef>> ParseName(const json& j, const std::string& path, bool optional,
                                             const std::vector<uint32_t>& compat) {
   std::string name = TRY(GetString(j, path));
-  if (name.empty()) return Bad(path, "empty syscall name");
+  if (name.empty()) return Fail(path, "empty syscall name");
+  const uint32_t native = seccomp_arch_native();
   std::string_view num = name;
-  uint32_t arch = seccomp_arch_native();
-  bool arch_given = false;
-  if (size_t colon = name.find(':'); colon != std::string::npos) {
+  uint32_t arch = native;
+  size_t colon = name.find(':');
+  if (colon != std::string::npos) {
     std::string prefix = name.substr(0, colon);
     arch = seccomp_arch_resolve_name(prefix.c_str());
-    if (arch == 0) return Bad(path, "unknown architecture " + Quote(prefix) + " in " + Quote(name));
-    num = std::string_view(name).substr(colon + 1);
-    arch_given = true;
+    if (arch == 0) {
+      return Fail(path, "unknown architecture " + Quote(prefix) + " in " + Quote(name));
+    }
+    num.remove_prefix(colon + 1);
   }
   bool digits = !num.empty() && num.find_first_not_of("0123456789") == std::string_view::npos;
-  if (arch_given && !digits) return Bad(path, "expected <arch>:<number>, got " + Quote(name));
+  if (colon != std::string::npos && !digits) {
+    return Fail(path, "expected <arch>:<number>, got " + Quote(name));
+  }
   if (digits) {
     uint64_t nr = 0;
-    for (char c : num) nr = std::min<uint64_t>(nr * 10 + static_cast<uint64_t>(c - '0'), uint64_t{1} << 32);
-    if (nr > kMaxRawNr) return Bad(path, "syscall number " + Quote(name) + " is out of range");
-    if (arch != seccomp_arch_native()) {
-      // Raw numbers are translated by no one: they can only be native.
-      for (uint32_t c : compat) {
-        if (c == arch) return Bad(path, "raw syscall numbers are only supported for the native architecture (" + ArchName(seccomp_arch_native()) + "), not " + Quote(name));
-      }
-      return std::optional<SyscallRef>();
+    for (char c : num) nr = std::min<uint64_t>(nr * 10 + (c - '0'), uint64_t{1} << 32);
+    if (nr > kMaxRawNr) return Fail(path, "syscall number " + Quote(name) + " is out of range");
+    if (arch == native) {
+      return std::optional<SyscallRef>(SyscallRef{name, static_cast<int>(nr), true});
     }
-    return std::optional<SyscallRef>(SyscallRef{name, static_cast<int>(nr), true});
+    // Nothing translates raw numbers between ABIs: they can only be native.
+    if (std::find(compat.begin(), compat.end(), arch) != compat.end()) {
+      return Fail(path, "raw syscall numbers are only supported for the native architecture (" +
+                            ArchName(native) + "), not " + Quote(name));
+    }
+    return std::optional<SyscallRef>();
   }
   int nr = seccomp_syscall_resolve_name(name.c_str());
-  if (nr == __NR_SCMP_ERROR) {
-    if (optional) return std::optional<SyscallRef>();
-    return Bad(path, "unknown syscall " + Quote(name) + " (libseccomp " +
-                         std::to_string(seccomp_version()->major) + "." + std::to_string(seccomp_version()->minor) + "." +
-                         std::to_string(seccomp_version()->micro) + "; use a raw number or \"optional\": true)");
-  }
-  return std::optional<SyscallRef>(SyscallRef{name, nr, false});
+  if (nr != __NR_SCMP_ERROR) return std::optional<SyscallRef>(SyscallRef{name, nr, false});
+  if (optional) return std::optional<SyscallRef>();
+  return Fail(path, "unknown syscall " + Quote(name) + " (libseccomp " + LibseccompVersion() +
+                        "; use a raw number or \"optional\": true)");
 }
 
 Result<ArgCondition> ParseArg(const json& j, const std::string& path) {
-  if (!j.is_object()) return Bad(path, std::string("expected an object, got ") + TypeName(j));
+  if (!j.is_object()) return WrongType(path, "an object", j);
   TRY(CheckKeys(j, path, {"index", "value", "valueTwo", "op", "comment"}));
+  for (const char* key : {"index", "value", "op"}) {
+    if (!j.contains(key)) return Fail(Sub(path, key), "missing");
+  }
   ArgCondition a;
-  auto get = [&](const char* key, bool required) -> Result<std::optional<uint64_t>> {
-    auto it = j.find(key);
-    if (it == j.end()) {
-      if (required) return Bad(path + "." + key, "missing");
-      return std::optional<uint64_t>();
-    }
-    uint64_t max = std::string_view(key) == "index" ? 5 : UINT64_MAX;
-    return std::optional<uint64_t>(TRY(GetUint(*it, path + "." + key, max)));
-  };
-  a.index = static_cast<unsigned>(*TRY(get("index", true)));
-  a.value = *TRY(get("value", true));
-  a.value_two = TRY(get("valueTwo", false)).value_or(0);
-  auto op = j.find("op");
-  if (op == j.end()) return Bad(path + ".op", "missing");
-  std::string name = TRY(GetString(*op, path + ".op"));
-  static constexpr std::pair<std::string_view, ArgOp> kOps[] = {
-      {"SCMP_CMP_NE", ArgOp::kNe}, {"SCMP_CMP_LT", ArgOp::kLt},
-      {"SCMP_CMP_LE", ArgOp::kLe}, {"SCMP_CMP_EQ", ArgOp::kEq},
-      {"SCMP_CMP_GE", ArgOp::kGe}, {"SCMP_CMP_GT", ArgOp::kGt},
-      {"SCMP_CMP_MASKED_EQ", ArgOp::kMaskedEq}};
-  bool found = false;
-  for (const auto& [n, o] : kOps) {
-    if (n == name) a.op = o, found = true;
+  a.index = static_cast<unsigned>(TRY(GetUint(j["index"], Sub(path, "index"), 5)));
+  a.value = TRY(GetUint(j["value"], Sub(path, "value"), UINT64_MAX));
+  if (j.contains("valueTwo")) {
+    a.value_two = TRY(GetUint(j["valueTwo"], Sub(path, "valueTwo"), UINT64_MAX));
   }
-  if (!found) return Bad(path + ".op", "unknown operator " + Quote(name));
+  std::string op = TRY(GetString(j["op"], Sub(path, "op")));
+  auto known =
+      std::find_if(std::begin(kOps), std::end(kOps), [&](const OpName& o) { return o.name == op; });
+  if (known == std::end(kOps)) return Fail(Sub(path, "op"), "unknown operator " + Quote(op));
+  a.op = known->op;
   if (a.op == ArgOp::kMaskedEq && (a.value_two & ~a.value) != 0) {
-    return Bad(path + ".valueTwo", "has bits outside the mask in \"value\"; the rule could never match");
+    return Fail(Sub(path, "valueTwo"),
+                "has bits outside the mask in \"value\"; the rule could never match");
   }
-  if (a.op != ArgOp::kMaskedEq && j.contains("valueTwo") && a.value_two != 0) {
-    return Bad(path + ".valueTwo", "only used with SCMP_CMP_MASKED_EQ");
+  if (a.op != ArgOp::kMaskedEq && a.value_two != 0) {
+    return Fail(Sub(path, "valueTwo"), "only used with SCMP_CMP_MASKED_EQ");
   }
   return a;
 }
 
 Result<ArgNotIn> ParseArgNotIn(const json& j, const std::string& path) {
-  if (!j.is_object()) return Bad(path, std::string("expected an object, got ") + TypeName(j));
+  if (!j.is_object()) return WrongType(path, "an object", j);
   TRY(CheckKeys(j, path, {"index", "mask", "values", "comment"}));
-  ArgNotIn n;
-  auto idx = j.find("index");
-  if (idx == j.end()) return Bad(path + ".index", "missing");
-  n.index = static_cast<unsigned>(TRY(GetUint(*idx, path + ".index", 5)));
-  n.mask = UINT64_MAX;
-  if (auto m = j.find("mask"); m != j.end()) n.mask = TRY(GetUint(*m, path + ".mask", UINT64_MAX));
-  if (n.mask == 0) return Bad(path + ".mask", "must not be 0");
-  auto vals = j.find("values");
-  if (vals == j.end()) return Bad(path + ".values", "missing");
-  if (!vals->is_array() || vals->empty() || vals->size() > kMaxNotInValues) {
-    return Bad(path + ".values", "expected an array of 1 to " + std::to_string(kMaxNotInValues) + " integers");
+  for (const char* key : {"index", "values"}) {
+    if (!j.contains(key)) return Fail(Sub(path, key), "missing");
   }
-  for (size_t i = 0; i < vals->size(); ++i) {
-    std::string vpath = path + ".values[" + std::to_string(i) + "]";
-    uint64_t v = TRY(GetUint((*vals)[i], vpath, UINT64_MAX));
-    if ((v & ~n.mask) != 0) return Bad(vpath, "has bits outside \"mask\"; it could never match");
+  ArgNotIn n;
+  n.index = static_cast<unsigned>(TRY(GetUint(j["index"], Sub(path, "index"), 5)));
+  n.mask = UINT64_MAX;
+  if (j.contains("mask")) n.mask = TRY(GetUint(j["mask"], Sub(path, "mask"), UINT64_MAX));
+  if (n.mask == 0) return Fail(Sub(path, "mask"), "must not be 0");
+  const json& vals = j["values"];
+  if (!vals.is_array() || vals.empty() || vals.size() > kMaxNotInValues) {
+    return Fail(Sub(path, "values"),
+                "expected an array of 1 to " + std::to_string(kMaxNotInValues) + " integers");
+  }
+  for (size_t i = 0; i < vals.size(); ++i) {
+    const std::string vpath = At(Sub(path, "values"), i);
+    uint64_t v = TRY(GetUint(vals[i], vpath, UINT64_MAX));
+    if ((v & ~n.mask) != 0) return Fail(vpath, "has bits outside \"mask\"; it could never match");
     n.values.push_back(v);
   }
   return n;
@@ -260,49 +272,57 @@ Result<ArgNotIn> ParseArgNotIn(const json& j, const std::string& path) {
 
 Result<Rule> ParseRule(const json& j, const std::string& path,
                        const std::vector<uint32_t>& compat) {
-  if (!j.is_object()) return Bad(path, std::string("expected an object, got ") + TypeName(j));
-  TRY(CheckKeys(j, path, {"names", "action", "errnoRet", "args", "argNotIn", "optional", "comment"}));
+  if (!j.is_object()) return WrongType(path, "an object", j);
+  TRY(CheckKeys(j, path,
+                {"names", "action", "errnoRet", "args", "argNotIn", "optional", "comment"}));
   Rule r;
   r.where = path;
   bool optional = false;
-  if (auto o = j.find("optional"); o != j.end()) {
-    if (!o->is_boolean()) return Bad(path + ".optional", std::string("expected a boolean, got ") + TypeName(*o));
-    optional = o->get<bool>();
+  if (j.contains("optional")) {
+    if (!j["optional"].is_boolean()) {
+      return WrongType(Sub(path, "optional"), "a boolean", j["optional"]);
+    }
+    optional = j["optional"].get<bool>();
   }
   r.action = TRY(ParseAction(j, path, "action", "errnoRet"));
 
-  auto names = j.find("names");
-  if (names == j.end()) return Bad(path + ".names", "missing");
-  if (!names->is_array()) return Bad(path + ".names", std::string("expected an array, got ") + TypeName(*names));
-  if (names->empty()) return Bad(path + ".names", "empty");
+  const std::string npath = Sub(path, "names");
+  if (!j.contains("names")) return Fail(npath, "missing");
+  const json& names = j["names"];
+  if (!names.is_array()) return WrongType(npath, "an array", names);
+  if (names.empty()) return Fail(npath, "empty");
   std::set<std::string> seen;
-  for (size_t i = 0; i < names->size(); ++i) {
-    std::string npath = path + ".names[" + std::to_string(i) + "]";
-    auto ref = TRY(ParseName((*names)[i], npath, optional, compat));
+  for (size_t i = 0; i < names.size(); ++i) {
+    auto ref = TRY(ParseName(names[i], At(npath, i), optional, compat));
     if (!ref) continue;
-    if (!seen.insert(ref->name).second) return Bad(npath, Quote(ref->name) + " is listed twice");
+    if (!seen.insert(ref->name).second) {
+      return Fail(At(npath, i), Quote(ref->name) + " is listed twice");
+    }
     r.syscalls.push_back(std::move(*ref));
   }
 
-  if (auto args = j.find("args"); args != j.end() && !args->is_null()) {
-    if (!args->is_array()) return Bad(path + ".args", std::string("expected an array, got ") + TypeName(*args));
-    for (size_t i = 0; i < args->size(); ++i) {
-      std::string apath = path + ".args[" + std::to_string(i) + "]";
-      ArgCondition a = TRY(ParseArg((*args)[i], apath));
+  if (j.contains("args") && !j["args"].is_null()) {
+    const json& args = j["args"];
+    if (!args.is_array()) return WrongType(Sub(path, "args"), "an array", args);
+    for (size_t i = 0; i < args.size(); ++i) {
+      const std::string apath = At(Sub(path, "args"), i);
+      ArgCondition a = TRY(ParseArg(args[i], apath));
       for (size_t k = 0; k < r.args.size(); ++k) {
         // libseccomp cannot AND two tests of one argument in a rule.
         if (r.args[k].index == a.index) {
-          return Bad(apath, "tests argument " + std::to_string(a.index) + " again (also in args[" + std::to_string(k) + "]); use two rules or \"argNotIn\"");
+          return Fail(apath, "tests argument " + std::to_string(a.index) + " again (also in args[" +
+                                 std::to_string(k) + "]); use two rules or \"argNotIn\"");
         }
       }
       r.args.push_back(a);
     }
   }
-  if (auto n = j.find("argNotIn"); n != j.end()) {
-    r.arg_not_in = TRY(ParseArgNotIn(*n, path + ".argNotIn"));
+  if (j.contains("argNotIn")) {
+    r.arg_not_in = TRY(ParseArgNotIn(j["argNotIn"], Sub(path, "argNotIn")));
     for (const ArgCondition& a : r.args) {
       if (a.index == r.arg_not_in->index) {
-        return Bad(path + ".argNotIn", "tests argument " + std::to_string(a.index) + ", which \"args\" tests too");
+        return Fail(Sub(path, "argNotIn"),
+                    "tests argument " + std::to_string(a.index) + ", which \"args\" tests too");
       }
     }
   }
@@ -310,34 +330,39 @@ Result<Rule> ParseRule(const json& j, const std::string& path,
 }
 
 // libseccomp gives an unconditional rule precedence over every conditional
-// rule for the same call, silently; a refusal written as a conditional rule
-// next to an unconditional allow would be dropped. Refuse such profiles.
+// rule for the same call, silently: a refusal written as a conditional rule
+// next to an unconditional allow would be dropped. Such profiles are refused.
 Result<void> CheckOverlaps(const std::vector<Rule>& rules) {
-  struct Seen { size_t rule; bool unconditional; };
-  std::map<int, Seen> by_nr;
+  std::map<int, size_t> first_rule;  // native number -> index in rules
   for (size_t i = 0; i < rules.size(); ++i) {
     const Rule& r = rules[i];
-    bool unconditional = r.args.empty() && !r.arg_not_in;
-    for (size_t k = 0; k < r.syscalls.size(); ++k) {
-      const SyscallRef& s = r.syscalls[k];
-      auto [it, inserted] = by_nr.emplace(s.native_nr, Seen{i, unconditional});
+    for (const SyscallRef& s : r.syscalls) {
+      auto [it, inserted] = first_rule.emplace(s.native_nr, i);
       if (inserted) continue;
-      const Rule& other = rules[it->second.rule];
-      if (!unconditional && !it->second.unconditional) continue;
+      const Rule& other = rules[it->second];
+      const bool uncond = r.args.empty() && !r.arg_not_in;
+      const bool other_uncond = other.args.empty() && !other.arg_not_in;
+      if (!uncond && !other_uncond) continue;
       std::string msg = Quote(s.name) + " is already in " + other.where;
-      if (!(unconditional && it->second.unconditional)) {
-        msg += "; libseccomp ignores conditional rules for a call that also has an unconditional one (see \"argNotIn\")";
+      if (uncond != other_uncond) {
+        msg +=
+            "; libseccomp ignores conditional rules for a call that also has an unconditional "
+            "one (see \"argNotIn\")";
       }
-      return Bad(r.where + ".names", msg);
+      return Fail(Sub(r.where, "names"), msg);
     }
   }
   return {};
 }
 
-// Finds where a document stops being JSON; parse() without exceptions only
-// says that it failed.
-struct SyntaxErrorFinder : nlohmann::json_sax<json> {
-  size_t position = 0;
+// A first pass over the text that finds where it stops being JSON (parse()
+// without exceptions only says that it failed) and duplicate keys: nlohmann
+// keeps the last one, which in a policy hides intent ("action" given twice).
+struct JsonChecker : nlohmann::json_sax<json> {
+  size_t error_at = 0;
+  std::string duplicate;
+  std::vector<std::optional<std::set<std::string>>> open;  // keys per open object
+
   bool null() override { return true; }
   bool boolean(bool) override { return true; }
   bool number_integer(number_integer_t) override { return true; }
@@ -345,96 +370,89 @@ struct SyntaxErrorFinder : nlohmann::json_sax<json> {
   bool number_float(number_float_t, const string_t&) override { return true; }
   bool string(string_t&) override { return true; }
   bool binary(binary_t&) override { return true; }
-  bool start_object(std::size_t) override { return true; }
-  bool key(string_t&) override { return true; }
-  bool end_object() override { return true; }
-  bool start_array(std::size_t) override { return true; }
-  bool end_array() override { return true; }
-  bool parse_error(std::size_t pos, const std::string&, const nlohmann::detail::exception&) override {
-    position = pos;
+  bool start_object(std::size_t) override {
+    return open.emplace_back(std::set<std::string>()), true;
+  }
+  bool start_array(std::size_t) override { return open.emplace_back(), true; }
+  bool end_object() override { return open.pop_back(), true; }
+  bool end_array() override { return open.pop_back(), true; }
+  bool key(string_t& k) override {
+    if (!open.back()->insert(k).second && duplicate.empty()) duplicate = k;
+    return true;
+  }
+  bool parse_error(std::size_t pos, const std::string&,
+                   const nlohmann::detail::exception&) override {
+    error_at = pos;
     return false;
   }
 };
 
-std::string SyntaxErrorAt(std::string_view text) {
-  SyntaxErrorFinder finder;
-  json::sax_parse(text.begin(), text.end(), &finder);
-  size_t end = std::min(finder.position > 0 ? finder.position - 1 : 0, text.size());
-  size_t line = 1, column = 1;
-  for (size_t i = 0; i < end; ++i) {
-    if (text[i] == '\n') ++line, column = 1;
-    else ++column;
+Result<void> CheckJson(std::string_view text) {
+  JsonChecker checker;
+  if (!json::sax_parse(text.begin(), text.end(), &checker)) {
+    size_t end = std::min(checker.error_at > 0 ? checker.error_at - 1 : 0, text.size());
+    size_t line = 1 + std::count(text.begin(), text.begin() + end, '\n');
+    size_t newline = text.substr(0, end).rfind('\n');
+    size_t column = end - (newline == std::string_view::npos ? 0 : newline + 1) + 1;
+    return Fail("seccomp profile", "not valid JSON (line " + std::to_string(line) + ", column " +
+                                       std::to_string(column) + ")");
   }
-  return "not valid JSON (line " + std::to_string(line) + ", column " + std::to_string(column) + ")";
+  if (!checker.duplicate.empty()) {
+    return Fail("seccomp profile", "duplicate key " + Quote(checker.duplicate));
+  }
+  return {};
 }
 
 }  // namespace
 
 std::string CacheKey(std::string_view profile_json) {
-  const scmp_version* v = seccomp_version();
   Sha256 h;
   h.Update(kCompilerRevision);
-  h.Update("\nlibseccomp " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
-           std::to_string(v->micro) + "\narch " + ArchName(seccomp_arch_native()) + "\n\n");
+  h.Update("\nlibseccomp " + LibseccompVersion() + "\narch " + ArchName(seccomp_arch_native()) +
+           "\n\n");
   h.Update(profile_json);
   return h.HexFinal();
 }
 
 Result<Profile> ParseProfile(std::string_view text) {
-  // nlohmann keeps the last of duplicate keys; in a policy that hides intent
-  // ("action" given twice), so duplicates are an error.
-  std::vector<std::optional<std::set<std::string>>> stack;
-  std::string duplicate;
-  auto cb = [&](int, json::parse_event_t ev, json& parsed) {
-    switch (ev) {
-      case json::parse_event_t::object_start: stack.emplace_back(std::set<std::string>()); break;
-      case json::parse_event_t::array_start: stack.emplace_back(); break;
-      case json::parse_event_t::object_end:
-      case json::parse_event_t::array_end:
-        if (!stack.empty()) stack.pop_back();
-        break;
-      case json::parse_event_t::key:
-        if (!stack.empty() && stack.back() && parsed.is_string() &&
-            !stack.back()->insert(parsed.get_ref<const std::string&>()).second && duplicate.empty()) {
-          duplicate = parsed.get_ref<const std::string&>();
-        }
-        break;
-      default: break;
-    }
-    return true;
-  };
-  json doc = json::parse(text.begin(), text.end(), cb, /*allow_exceptions=*/false);
-  if (doc.is_discarded()) return Fail("seccomp profile", SyntaxErrorAt(text));
-  if (!duplicate.empty()) return Fail("seccomp profile", "duplicate key " + Quote(duplicate));
-  if (!doc.is_object()) return Fail("seccomp profile", std::string("expected a JSON object, got ") + TypeName(doc));
-  TRY(CheckKeys(doc, "", {"defaultAction", "defaultErrnoRet", "architectures", "flags", "syscalls", "comment"}));
+  TRY(CheckJson(text));
+  const json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded()) return Fail("seccomp profile", "not valid JSON");
+  if (!doc.is_object()) return WrongType("seccomp profile", "a JSON object", doc);
+  TRY(CheckKeys(
+      doc, "",
+      {"defaultAction", "defaultErrnoRet", "architectures", "flags", "syscalls", "comment"}));
 
   Profile p;
   p.digest = CacheKey(text);
   p.default_action = TRY(ParseAction(doc, "", "defaultAction", "defaultErrnoRet"));
+  auto array = [&](const char* key) -> Result<const json*> {
+    if (!doc.contains(key) || doc[key].is_null()) return nullptr;
+    if (!doc[key].is_array()) return WrongType(key, "an array", doc[key]);
+    return &doc[key];
+  };
 
-  if (auto archs = doc.find("architectures"); archs != doc.end() && !archs->is_null()) {
-    if (!archs->is_array()) return Bad("architectures", std::string("expected an array, got ") + TypeName(*archs));
+  if (const json* archs = TRY(array("architectures"))) {
     for (size_t i = 0; i < archs->size(); ++i) {
-      uint32_t token = TRY(ParseArch((*archs)[i], "architectures[" + std::to_string(i) + "]"));
+      uint32_t token = TRY(ParseArch((*archs)[i], At("architectures", i)));
       if (token == seccomp_arch_native()) continue;  // always filtered
-      bool dup = false;
-      for (uint32_t t : p.architectures) dup = dup || t == token;
-      if (!dup) p.architectures.push_back(token);
+      if (std::find(p.architectures.begin(), p.architectures.end(), token) ==
+          p.architectures.end()) {
+        p.architectures.push_back(token);
+      }
     }
   }
   // Filter flags (TSYNC, LOG, SPEC_ALLOW) are the runtime's business; only the
   // shape is checked.
-  if (auto flags = doc.find("flags"); flags != doc.end() && !flags->is_null()) {
-    if (!flags->is_array()) return Bad("flags", std::string("expected an array, got ") + TypeName(*flags));
-    for (size_t i = 0; i < flags->size(); ++i) TRY(GetString((*flags)[i], "flags[" + std::to_string(i) + "]"));
+  if (const json* flags = TRY(array("flags"))) {
+    for (size_t i = 0; i < flags->size(); ++i) TRY(GetString((*flags)[i], At("flags", i)));
   }
-
-  if (auto sys = doc.find("syscalls"); sys != doc.end() && !sys->is_null()) {
-    if (!sys->is_array()) return Bad("syscalls", std::string("expected an array, got ") + TypeName(*sys));
-    if (sys->size() > kMaxRules) return Bad("syscalls", "more than " + std::to_string(kMaxRules) + " entries");
+  if (const json* sys = TRY(array("syscalls"))) {
+    if (sys->size() > kMaxRules) {
+      return Fail("syscalls", "more than " + std::to_string(kMaxRules) + " entries");
+    }
     for (size_t i = 0; i < sys->size(); ++i) {
-      Rule r = TRY(ParseRule((*sys)[i], "syscalls[" + std::to_string(i) + "]", p.architectures));
+      Rule r = TRY(ParseRule((*sys)[i], At("syscalls", i), p.architectures));
       if (!r.syscalls.empty()) p.rules.push_back(std::move(r));
     }
   }
@@ -453,25 +471,25 @@ using Ctx = std::unique_ptr<void, CtxFree>;
 
 uint32_t ScmpAction(const Action& a) {
   switch (a.kind) {
-    case ActionKind::kAllow: return SCMP_ACT_ALLOW;
-    case ActionKind::kErrno: return SCMP_ACT_ERRNO(a.errno_ret);
-    case ActionKind::kKillThread: return SCMP_ACT_KILL_THREAD;
-    case ActionKind::kKillProcess: return SCMP_ACT_KILL_PROCESS;
-    case ActionKind::kTrap: return SCMP_ACT_TRAP;
-    case ActionKind::kLog: return SCMP_ACT_LOG;
+    case ActionKind::kAllow:
+      return SCMP_ACT_ALLOW;
+    case ActionKind::kErrno:
+      return SCMP_ACT_ERRNO(a.errno_ret);
+    case ActionKind::kKillThread:
+      return SCMP_ACT_KILL_THREAD;
+    case ActionKind::kKillProcess:
+      return SCMP_ACT_KILL_PROCESS;
+    case ActionKind::kTrap:
+      return SCMP_ACT_TRAP;
+    case ActionKind::kLog:
+      return SCMP_ACT_LOG;
   }
   return SCMP_ACT_KILL_PROCESS;
 }
 
 scmp_compare ScmpOp(ArgOp op) {
-  switch (op) {
-    case ArgOp::kNe: return SCMP_CMP_NE;
-    case ArgOp::kLt: return SCMP_CMP_LT;
-    case ArgOp::kLe: return SCMP_CMP_LE;
-    case ArgOp::kEq: return SCMP_CMP_EQ;
-    case ArgOp::kGe: return SCMP_CMP_GE;
-    case ArgOp::kGt: return SCMP_CMP_GT;
-    case ArgOp::kMaskedEq: return SCMP_CMP_MASKED_EQ;
+  for (const OpName& o : kOps) {
+    if (o.op == op) return o.scmp;
   }
   return SCMP_CMP_EQ;
 }
@@ -522,7 +540,8 @@ Result<Ctx> NewCtx(const Profile& p) {
   }
   // A call from an ABI the filter does not list ends the whole process, not
   // just the thread that made it.
-  if (int rc = seccomp_attr_set(ctx.get(), SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS); rc < 0) {
+  if (int rc = seccomp_attr_set(ctx.get(), SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
+      rc < 0) {
     return ErrnoValue(-rc, "seccomp_attr_set", "SCMP_FLTATR_ACT_BADARCH");
   }
   // A binary tree of syscall numbers instead of a linear chain: an allowlist
@@ -566,7 +585,8 @@ Result<Ctx> Build(const Profile& p) {
           int rc = seccomp_rule_add_exact_array(ctx.get(), ScmpAction(r.action), s.native_nr,
                                                 static_cast<unsigned>(args.size()), args.data());
           if (rc < 0) {
-            return ErrnoValue(-rc, "seccomp_rule_add", r.where + " " + Quote(s.name) + " on " + ArchName(arch));
+            return ErrnoValue(-rc, "seccomp_rule_add",
+                              r.where + " " + Quote(s.name) + " on " + ArchName(arch));
           }
         }
       }
@@ -616,7 +636,9 @@ Result<Program> Compile(const Profile& profile) {
   }
   size_t n = bytes.size() / sizeof(sock_filter);
   if (n > BPF_MAXINSNS) {
-    return ErrnoValue(E2BIG, "seccomp_export_bpf", std::to_string(n) + " instructions (max " + std::to_string(BPF_MAXINSNS) + ")");
+    return ErrnoValue(
+        E2BIG, "seccomp_export_bpf",
+        std::to_string(n) + " instructions (max " + std::to_string(BPF_MAXINSNS) + ")");
   }
   Program prog;
   prog.insns.resize(n);
@@ -627,7 +649,8 @@ Result<Program> Compile(const Profile& profile) {
 
 Result<std::string> DescribePfc(const Profile& profile) {
   Ctx ctx = TRY(Build(profile));
-  return ExportToMemory([&](int fd) { return seccomp_export_pfc(ctx.get(), fd); }, "seccomp_export_pfc");
+  return ExportToMemory([&](int fd) { return seccomp_export_pfc(ctx.get(), fd); },
+                        "seccomp_export_pfc");
 }
 
 sock_fprog Program::fprog() const {
@@ -689,7 +712,8 @@ std::string EncodeCache(const Program& prog) {
   out += prog.digest;
   uint32_t n = static_cast<uint32_t>(prog.insns.size());
   out.append(reinterpret_cast<const char*>(&n), sizeof(n));
-  out.append(reinterpret_cast<const char*>(prog.insns.data()), prog.insns.size() * sizeof(sock_filter));
+  out.append(reinterpret_cast<const char*>(prog.insns.data()),
+             prog.insns.size() * sizeof(sock_filter));
   out += Sha256Hex(out);
   return out;
 }
@@ -713,7 +737,9 @@ Result<void> WriteAtomically(const std::string& path, std::string_view data) {
   if (!fd) return Errno("open", tmp);
   auto written = WriteAll(fd.get(), data, tmp);
   if (written && fsync(fd.get()) < 0) written = Errno("fsync", tmp);
-  if (written && rename(tmp.c_str(), path.c_str()) < 0) written = Errno("rename", tmp + " -> " + path);
+  if (written && rename(tmp.c_str(), path.c_str()) < 0) {
+    written = Errno("rename", tmp + " -> " + path);
+  }
   if (!written) unlink(tmp.c_str());
   return written;
 }
@@ -730,7 +756,8 @@ Result<void> EnsureCacheDir(const std::string& dir) {
 Result<std::string> ProfilePath(const std::string& name_or_path, const std::string& profiles_dir) {
   if (name_or_path.find('/') != std::string::npos) return name_or_path;
   if (name_or_path.empty() || name_or_path[0] == '.' ||
-      name_or_path.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
+      name_or_path.find_first_not_of(
+          "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
           std::string::npos) {
     return Fail("seccomp profile", "invalid profile name " + Quote(name_or_path));
   }

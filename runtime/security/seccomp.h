@@ -103,8 +103,7 @@ Result<std::string> DescribePfc(const Profile& profile);
 // <cache_dir>/<CacheKey>.bpf when present and intact, else compiling it and
 // writing that file atomically (tmp + rename). cache_dir is created 0700 if
 // missing; its parent must exist.
-Result<Program> LoadCached(const std::string& name_or_path,
-                           const std::string& profiles_dir,
+Result<Program> LoadCached(const std::string& name_or_path, const std::string& profiles_dir,
                            const std::string& cache_dir);
 
 // Installs the filter on the calling thread with seccomp(SECCOMP_SET_MODE_FILTER).

@@ -41,7 +41,6 @@ const char* ChildStepName(ChildStep step) {
     case ChildStep::kPivotRoot: return "pivot-root";
     case ChildStep::kStdio: return "stdio";
     case ChildStep::kHostname: return "hostname";
-    case ChildStep::kLoopback: return "loopback";
     case ChildStep::kRlimits: return "rlimits";
     case ChildStep::kCapabilities: return "capabilities";
     case ChildStep::kNoNewPrivs: return "no-new-privs";

@@ -253,6 +253,28 @@ Result<void> StoreState(const std::string& path,
   for (const auto& e : entries)
     text += e.owner + " " + std::to_string(e.range.base) + " " +
             std::to_string(e.range.count) + "\n";
+  if (!durable) {
+    // Rewritten in place under the lock: replacing a file by rename makes
+    // ext4 flush it (auto_da_alloc), ~0.4 ms each time. A file this small
+    // is one page, which a killed process can't leave half-written; a
+    // shorter text is padded with a comment so no stale tail remains.
+    UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+    if (fd) {
+      struct stat st;
+      if (::fstat(fd.get(), &st) != 0) return Errno("stat", path);
+      size_t old_size = static_cast<size_t>(st.st_size);
+      if (text.size() <= 4096 && old_size <= 4096) {
+        if (text.size() < old_size) {
+          size_t pad = old_size - text.size();
+          text += "#" + std::string(pad > 1 ? pad - 2 : 0, ' ') + (pad > 1 ? "\n" : "");
+          if (text.size() < old_size) text += "\n";
+        }
+        ssize_t n = ::pwrite(fd.get(), text.data(), text.size(), 0);
+        if (n != static_cast<ssize_t>(text.size())) return Errno("write", path);
+        return {};
+      }
+    }
+  }
   std::string tmp = path + ".tmp";
   {
     UniqueFd fd(::open(tmp.c_str(),

@@ -2,6 +2,7 @@
 #include <linux/mount.h>
 #include <linux/openat2.h>
 #include <sched.h>
+#include <sys/capability.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -14,7 +15,6 @@
 #include <cerrno>
 #include <cstring>
 
-#include "runtime/net/loopback.h"
 #include "runtime/proto/channel.h"
 #include "runtime/security/seccomp.h"
 #include "runtime/sys/syscalls.h"
@@ -142,7 +142,6 @@ class RealSyscalls final : public Syscalls {
     return Ret(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv));
   }
   int Setsid() override { return Ret(::setsid()); }
-  int Fork() override { return Ret(syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0)); }
   int SetIds(uid_t uid, gid_t gid) override {
     // Raw syscalls: glibc's wrappers broadcast to all threads with signals,
     // which a raw-cloned child must not rely on.
@@ -157,7 +156,7 @@ class RealSyscalls final : public Syscalls {
     return Ret(::setrlimit(static_cast<__rlimit_resource>(resource), &limit));
   }
   int DropBoundingCap(int cap) override {
-    int r = prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
+    int r = cap_drop_bound(static_cast<cap_value_t>(cap));
     // A capability the kernel doesn't know is not in the set to begin with.
     if (r < 0 && errno == EINVAL) return 0;
     return Ret(r);
@@ -181,7 +180,6 @@ class RealSyscalls final : public Syscalls {
     int err = seccomp::Install(prog);
     return err == 0 ? 0 : -err;
   }
-  int LoopbackUp() override { return net::BringUpLoopback(); }
   int ExecveAt(int fd, char* const argv[], char* const envp[]) override {
     return Ret(syscall(SYS_execveat, fd, "", argv, envp, AT_EMPTY_PATH));
   }
