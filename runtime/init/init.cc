@@ -63,11 +63,19 @@ sigset_t HandledSignals() {
 
 // The command's child side: runs between clone and execve, reports failures
 // through `report_fd` (close-on-exec, so a successful exec closes it).
+// With `as_spawn_report` the failure goes out as a SpawnReport (the
+// one-shot spawner reports straight to init), else as {stage, errno}.
 [[noreturn]] void ExecCommand(const proto::ExecRequest& req, const std::vector<UniqueFd>& stdio,
-                              int report_fd) {
+                              int report_fd, bool as_spawn_report) {
   auto fail = [&](proto::ExecStage stage) {
-    int32_t rec[2] = {static_cast<int32_t>(stage), errno};
-    (void)!write(report_fd, rec, sizeof(rec));
+    int err = errno;
+    if (as_spawn_report) {
+      SpawnReport r{req.id, static_cast<int32_t>(getpid()), err, static_cast<uint32_t>(stage)};
+      (void)!write(report_fd, &r, sizeof(r));
+    } else {
+      int32_t rec[2] = {static_cast<int32_t>(stage), err};
+      (void)!write(report_fd, rec, sizeof(rec));
+    }
     _exit(127);
   };
   sigset_t none;
@@ -116,13 +124,16 @@ sigset_t HandledSignals() {
 }
 
 // The spawner: forks commands on request. It runs in the workload cgroup.
-[[noreturn]] void SpawnerMain(int sock) {
+// In one-shot mode it becomes the one command itself (one process creation
+// fewer): a failure is reported on `sock`, success closes it (close-on-exec).
+[[noreturn]] void SpawnerMain(int sock, bool oneshot) {
   for (;;) {
     auto msg = proto::ReceiveMessage(sock);
     if (!msg) Die(msg.error().err == 0 ? 0 : 1);
     if (msg->type != Type::kExec) continue;
     auto req = proto::DecodeExecRequest(msg->payload);
     if (!req) continue;
+    if (oneshot) ExecCommand(*req, msg->fds, sock, /*as_spawn_report=*/true);
     SpawnReport report{req->id, -1, 0, 0};
     int pipefd[2];
     if (pipe2(pipefd, O_CLOEXEC) < 0) {
@@ -134,7 +145,7 @@ sigset_t HandledSignals() {
       long pid = syscall(SYS_clone, CLONE_PARENT, 0, 0, 0, 0);
       if (pid == 0) {
         close(pipefd[0]);
-        ExecCommand(*req, msg->fds, pipefd[1]);
+        ExecCommand(*req, msg->fds, pipefd[1], /*as_spawn_report=*/false);
       }
       close(pipefd[1]);
       if (pid < 0) {
@@ -190,7 +201,7 @@ class Init {
       sigset_t none;
       sigemptyset(&none);
       sigprocmask(SIG_SETMASK, &none, nullptr);
-      SpawnerMain(sp[1]);
+      SpawnerMain(sp[1], oneshot_);
     }
     CloseCgroupFds();
     close(sp[1]);
@@ -237,9 +248,16 @@ class Init {
     if (!req) return;
     std::vector<int> fds;
     for (const auto& fd : msg->fds) fds.push_back(fd.get());
+    if (oneshot_ && oneshot_command_) return;  // one command only
     if (proto::SendMessage(spawner_sock_, Type::kExec, msg->payload, fds) < 0) {
       proto::ExecFailed f{req->id, EIO, proto::ExecStage::kFork};
       proto::SendMessage(channel_, Type::kExecFailed, proto::Encode(f));
+      return;
+    }
+    if (oneshot_) {
+      // The spawner becomes the command.
+      oneshot_command_ = true;
+      commands_[spawner_] = Command{req->id};
       return;
     }
     ++in_flight_;
@@ -251,7 +269,13 @@ class Init {
     ssize_t n = read(spawner_sock_, &r, sizeof(r));
     if (n != sizeof(r)) {
       if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) spawner_sock_closed_ = true;
-      if (spawner_sock_closed_) Die(125);
+      if (!spawner_sock_closed_) return;
+      if (!oneshot_command_) Die(125);
+      // One-shot: the spawner's exec closed its end; it is the command now.
+      close(spawner_sock_);
+      spawner_sock_ = -1;
+      proto::Started s{commands_[spawner_].id, static_cast<uint32_t>(spawner_)};
+      proto::SendMessage(channel_, Type::kStarted, proto::Encode(s));
       return;
     }
     if (in_flight_ > 0) --in_flight_;
@@ -292,7 +316,18 @@ class Init {
       int status;
       pid_t pid = waitpid(-1, &status, WNOHANG);
       if (pid <= 0) return;
-      if (pid == spawner_) Die(125);  // no way to run anything any more
+      if (pid == spawner_) {
+        if (!oneshot_command_) Die(125);  // no way to run anything any more
+        // A failure report written before the spawner's _exit wins over
+        // its exit status.
+        if (spawner_sock_ >= 0) {
+          int flags = fcntl(spawner_sock_, F_GETFL);
+          fcntl(spawner_sock_, F_SETFL, flags | O_NONBLOCK);
+          HandleSpawner();
+        }
+        CommandExited(pid, status);
+        continue;
+      }
       if (failed_pids_.erase(pid)) continue;
       if (commands_.count(pid)) {
         CommandExited(pid, status);
@@ -324,6 +359,7 @@ class Init {
   pid_t spawner_ = -1;
   int sigfd_ = -1;
   bool spawner_sock_closed_ = false;
+  bool oneshot_command_ = false;  // one-shot: the spawner has become the command
   unsigned in_flight_ = 0;
   std::map<pid_t, Command> commands_;
   std::map<pid_t, int> early_exits_;

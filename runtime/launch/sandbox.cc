@@ -367,6 +367,11 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
   join.owned.clear();
   Time("cgroup", t);
 
+  // On v1 the spawner places itself before it reads any request, so the
+  // first command can be queued now, behind the setup messages; init
+  // forwards it as soon as it runs.
+  if (options.first_process && !join.use_clone_into_cgroup) TRY(Exec(*options.first_process, options.first_stdio));
+
   // The child runs its steps; it answers with a failure record or, once it
   // is airlock-init, a hello.
   t = NowNs();
@@ -423,6 +428,7 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
   if (others != (join.use_clone_into_cgroup ? 1 : 0))
     return Fail("sandbox setup", "unexpected processes in init's cgroup (" + std::to_string(others) + ")");
   Time("place-spawner", t);
+  if (options.first_process && join.use_clone_into_cgroup) TRY(Exec(*options.first_process, options.first_stdio));
   return {};
 }
 
@@ -444,6 +450,7 @@ Result<void> Sandbox::Exec(const ProcessSpec& process, std::span<const int> stdi
 }
 
 Result<Outcome> Sandbox::WaitOneShot(int signal_fd) {
+  uint64_t t = NowNs();
   Outcome out;
   bool have_result = false, timed_out = false;
   const bool has_deadline = spec_.timeout.count() > 0;
@@ -478,6 +485,7 @@ Result<Outcome> Sandbox::WaitOneShot(int signal_fd) {
       } else if (msg->type == proto::Type::kExited && !have_result) {
         auto e = proto::DecodeExited(msg->payload);
         if (e) {
+          Time("command-exited", t);
           have_result = true;
           out.kind = e->signal ? Outcome::Kind::kSignaled : Outcome::Kind::kExited;
           out.code = e->code;
@@ -509,6 +517,7 @@ Result<Outcome> Sandbox::WaitOneShot(int signal_fd) {
     if (WIFSIGNALED(init_wait_status_)) out.signal = WTERMSIG(init_wait_status_);
     else out.code = WEXITSTATUS(init_wait_status_);
   }
+  Time("command", t);
   if (res_->cgroup) {
     auto ev = res_->cgroup->ReadEvents();
     if (ev) {
@@ -555,6 +564,34 @@ Result<void> Sandbox::Destroy() {
   res_.reset();
   Time("teardown", t);
   return first;
+}
+
+Result<void> Sandbox::DestroyDetached() {
+  if (!res_) return {};
+  if (init_pid_ > 0 && !reaped_) syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+  pid_t cleaner = fork();
+  if (cleaner < 0) return Destroy();
+  if (cleaner > 0) {
+    // This process no longer owns anything; the cleaner does.
+    channel_.Reset();
+    res_->cgroup->Release();
+    res_.reset();
+    return {};
+  }
+  // The cleaner: off the caller's terminal and pipes, so a caller reading
+  // our output sees EOF now.
+  setsid();
+  int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+  for (int fd = 0; fd < 3 && null >= 0; ++fd) dup2(null, fd);
+  if (!reaped_) {
+    pollfd p{pidfd_.get(), POLLIN, 0};
+    while (poll(&p, 1, -1) < 0 && errno == EINTR) {
+    }
+    // Not our child: its parent (the caller, gone) or a subreaper reaps it.
+    // The pid namespace is empty once its init has exited.
+    reaped_ = true;
+  }
+  _exit(Destroy() ? 0 : 1);
 }
 
 Sandbox::~Sandbox() { Destroy(); }

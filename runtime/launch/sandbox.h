@@ -28,6 +28,11 @@ namespace airlock {
 struct LaunchOptions {
   bool oneshot = true;   // init exits with the first command's status
   bool timings = false;  // collect per-step timings (parent and child)
+  // The first command, sent to init as soon as it is safe (on cgroup v1
+  // right behind the setup messages, before init even exists), instead of
+  // by a later Exec(). With its stdin, stdout, stderr.
+  const ProcessSpec* first_process = nullptr;
+  std::span<const int> first_stdio;
 };
 
 // cgroup v1 `tasks` files the child joins its groups through (ChildContext),
@@ -75,6 +80,14 @@ class Sandbox {
   Result<Outcome> WaitOneShot(int signal_fd);
   // Kills the whole tree and removes the sandbox's host resources. Idempotent.
   Result<void> Destroy();
+  // Destroy() in a forked cleaner process, off the caller's path: the
+  // caller can report the command's status and exit at once. The cleaner
+  // waits for init's exit through the pidfd (the pid namespace and its
+  // mounts die with it), then removes the cgroups, subvolume, id range and
+  // record; the record's lock passes to it, so no other run mistakes the
+  // sandbox for stale meanwhile. A failure leaves the record for the next
+  // run to retry. This object is spent afterwards.
+  Result<void> DestroyDetached();
 
   pid_t init_pid() const { return init_pid_; }
   const std::vector<StepTiming>& timings() const { return timings_; }
