@@ -407,31 +407,28 @@ StepResult Seccomp(Syscalls& sys, ChildContext& ctx) {
   return {};
 }
 
-// Becomes airlock-init, under everything the steps set up (seccomp
-// included). init forks the spawner first thing; the spawner moves itself
-// into the workload group through the cgroup v1 `tasks` files passed as fds
-// 4.. and closes them, init closes its copies: by the time anything
-// untrusted runs, neither holds a host descriptor.
-StepResult ExecInit(Syscalls& sys, ChildContext& ctx) {
+// Arranges init's descriptors: 3 the channel, 4.. the workload group's
+// cgroup v1 `tasks` files (the spawner init forks moves itself with them,
+// then both close them: by the time anything untrusted runs, neither holds
+// a host descriptor), the exec fd after them, close-on-exec. Before seccomp,
+// so that the profile only has to allow the exec itself.
+StepResult InitFds(Syscalls& sys, ChildContext& ctx) {
   // A session of its own (CRIU needs init to lead one inside the pid
   // namespace), and off the caller's terminal: its ^C goes to airlock run,
   // which forwards it.
   STEP_CHECK(sys.Setsid(), -1);
   const int n = ctx.cg_per_list;
   const int* work = ctx.cg_fds + kWorkList * n;
-  // The work fds go to 4..4+n-1; the exec fd sits at 5, so lift it first.
+  // Lift everything above the target range first, so no move clobbers a
+  // source.
   int exec_fd = sys.Dup2(ctx.init_exec_fd, kFirstFreeFd + proto::kMaxFds);
   STEP_CHECK(exec_fd, -1);
-  STEP_CHECK(sys.SetCloexec(exec_fd, true), -1);
   int staged[proto::kMaxFds];
   for (int i = 0; i < n; ++i) {
     staged[i] = sys.Dup2(work[i], kFirstFreeFd + proto::kMaxFds + 1 + i);
     STEP_CHECK(staged[i], i);
   }
-  for (int i = 0; i < n; ++i) {
-    STEP_CHECK(sys.Dup2(staged[i], proto::kInitCgroupFdBase + i), i);
-    STEP_CHECK(sys.SetCloexec(proto::kInitCgroupFdBase + i, false), i);
-  }
+  for (int i = 0; i < n; ++i) STEP_CHECK(sys.Dup2(staged[i], proto::kInitCgroupFdBase + i), i);
   int moved_exec = sys.Dup2(exec_fd, proto::kInitCgroupFdBase + n);
   STEP_CHECK(moved_exec, -1);
   STEP_CHECK(sys.SetCloexec(moved_exec, true), -1);
@@ -440,7 +437,8 @@ StepResult ExecInit(Syscalls& sys, ChildContext& ctx) {
   if (ctx.init_cgroup_arg != nullptr)
     snprintf(ctx.init_cgroup_arg, ctx.init_cgroup_arg_size, "--cgroup-fds=%d", n);
   if (ctx.send_timings) {
-    // Sent before exec: after it nothing of this process's memory remains.
+    // Sent now: after seccomp the profile may allow nothing but the exec.
+    // The last three steps' times are missing from it.
     char msg[8 + sizeof(ctx.step_ns)];
     uint16_t version = proto::kVersion, type = static_cast<uint16_t>(proto::Type::kTimings);
     uint32_t len = sizeof(ctx.step_ns);
@@ -450,6 +448,12 @@ StepResult ExecInit(Syscalls& sys, ChildContext& ctx) {
     memcpy(msg + 8, ctx.step_ns, sizeof(ctx.step_ns));
     sys.Send(ctx.sock, msg, sizeof(msg));
   }
+  return {};
+}
+
+// Becomes airlock-init, under everything the steps set up (seccomp
+// included): the profile must allow execveat.
+StepResult ExecInit(Syscalls& sys, ChildContext& ctx) {
   STEP_CHECK(sys.ExecveAt(ctx.init_exec_fd, ctx.init_argv, ctx.init_envp), -1);
   return {};
 }
@@ -458,7 +462,7 @@ using StepFn = StepResult (*)(Syscalls&, ChildContext&);
 constexpr StepFn kSteps[] = {
     AwaitParent, SetIds,   MakePrivate, Stage,        AttachLayers,
     Overlay,     Mounts,      CgroupNamespace, PivotRoot, Stdio,   Hostname,
-    Rlimits,     Capabilities, NoNewPrivs, Seccomp,   ExecInit,
+    Rlimits,     InitFds,     Capabilities, NoNewPrivs, Seccomp,  ExecInit,
 };
 static_assert(sizeof(kSteps) / sizeof(kSteps[0]) == static_cast<size_t>(ChildStep::kCount));
 

@@ -57,6 +57,10 @@ Result<void> WriteProcFile(pid_t pid, const char* name, const std::string& value
 std::string FailureDetail(const LaunchPlan& plan, const proto::SetupFailed& f) {
   auto step = static_cast<ChildStep>(f.step);
   if (f.item < 0) {
+    if (step == ChildStep::kExecInit)
+      return f.err == EPERM || f.err == EACCES
+                 ? "airlock-init; does seccomp profile " + plan.spec.seccomp_profile + " allow execveat?"
+                 : "airlock-init";
     if (step == ChildStep::kOverlay) return "lowerdir " + plan.overlay_lowerdir;
     if (step == ChildStep::kHostname) return plan.spec.hostname;
     return {};
@@ -80,6 +84,10 @@ std::string FailureDetail(const LaunchPlan& plan, const proto::SetupFailed& f) {
       return i < plan.dropped_caps.size() ? "capability " + std::to_string(plan.dropped_caps[i]) : std::string();
     case ChildStep::kSeccomp:
       return i == 0 ? "profile " + plan.spec.seccomp_profile : "set-id filter";
+    case ChildStep::kExecInit:
+      return f.err == EPERM || f.err == EACCES
+                 ? "airlock-init; does seccomp profile " + plan.spec.seccomp_profile + " allow execveat?"
+                 : "airlock-init";
     default:
       return {};
   }

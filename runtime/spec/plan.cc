@@ -45,7 +45,8 @@ const char* ChildStepName(ChildStep step) {
     case ChildStep::kCapabilities: return "capabilities";
     case ChildStep::kNoNewPrivs: return "no-new-privs";
     case ChildStep::kSeccomp: return "seccomp";
-    case ChildStep::kExecInit: return "spawner-and-exec-init";
+    case ChildStep::kInitFds: return "init-fds";
+    case ChildStep::kExecInit: return "exec-init";
     case ChildStep::kCount: break;
   }
   return "unknown";

@@ -64,6 +64,7 @@ enum class ChildStep : uint8_t {
   kStdio,
   kHostname,
   kRlimits,
+  kInitFds,
   kCapabilities,
   kNoNewPrivs,
   kSeccomp,
