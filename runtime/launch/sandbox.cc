@@ -486,31 +486,38 @@ Result<Outcome> Sandbox::WaitOneShot(int signal_fd) {
       if (read(signal_fd, &si, sizeof(si)) == sizeof(si))
         syscall(SYS_pidfd_send_signal, pidfd_.get(), static_cast<int>(si.ssi_signo), nullptr, 0);
     }
-    if (fds[1].revents) {
-      auto msg = proto::ReceiveMessage(channel_.get());
-      if (!msg) {
-        channel_open = false;  // init is gone or spoke garbage; its death tells the rest
-      } else if (msg->type == proto::Type::kExited && !have_result) {
-        auto e = proto::DecodeExited(msg->payload);
-        if (e) {
-          Time("command-exited", t);
-          have_result = true;
-          out.kind = e->signal ? Outcome::Kind::kSignaled : Outcome::Kind::kExited;
-          out.code = e->code;
-          out.signal = e->signal;
+    // Everything init said before it died is still queued: read it all
+    // before reaping, or an exit report racing init's own exit is lost.
+    const bool init_exited = fds[0].revents & POLLIN;
+    if (fds[1].revents || (init_exited && channel_open)) {
+      for (;;) {
+        auto msg = proto::ReceiveMessage(channel_.get(), /*dont_wait=*/true);
+        if (!msg) {
+          if (msg.error().err != EAGAIN) channel_open = false;  // EOF, or garbage: init's death tells the rest
+          break;
         }
-      } else if (msg->type == proto::Type::kExecFailed && !have_result) {
-        auto f = proto::DecodeExecFailed(msg->payload);
-        if (f) {
-          have_result = true;
-          out.kind = Outcome::Kind::kExecFailed;
-          out.exec_errno = f->err;
-          static const char* kStages[] = {"fork", "set user", "chdir", "stdio", "exec"};
-          out.exec_stage = kStages[static_cast<int>(f->stage)];
+        if (msg->type == proto::Type::kExited && !have_result) {
+          auto e = proto::DecodeExited(msg->payload);
+          if (e) {
+            Time("command-exited", t);
+            have_result = true;
+            out.kind = e->signal ? Outcome::Kind::kSignaled : Outcome::Kind::kExited;
+            out.code = e->code;
+            out.signal = e->signal;
+          }
+        } else if (msg->type == proto::Type::kExecFailed && !have_result) {
+          auto f = proto::DecodeExecFailed(msg->payload);
+          if (f) {
+            have_result = true;
+            out.kind = Outcome::Kind::kExecFailed;
+            out.exec_errno = f->err;
+            static const char* kStages[] = {"fork", "set user", "chdir", "stdio", "exec"};
+            out.exec_stage = kStages[static_cast<int>(f->stage)];
+          }
         }
       }
     }
-    if (fds[0].revents & POLLIN) {
+    if (init_exited) {
       int status = 0;
       if (waitpid(init_pid_, &status, 0) == init_pid_) {
         reaped_ = true;

@@ -230,7 +230,7 @@ int SendSetupFailed(int sock, uint32_t step, int32_t err, int32_t item) noexcept
   return SendMessage(sock, Type::kSetupFailed, std::string_view(payload, sizeof(payload)));
 }
 
-Result<Message> ReceiveMessage(int sock) {
+Result<Message> ReceiveMessage(int sock, bool dont_wait) {
   std::string buf(kMaxMessage, '\0');
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
   iovec iov{buf.data(), buf.size()};
@@ -241,7 +241,7 @@ Result<Message> ReceiveMessage(int sock) {
   msg.msg_controllen = sizeof(control);
   ssize_t n;
   do {
-    n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | (dont_wait ? MSG_DONTWAIT : 0));
   } while (n < 0 && errno == EINTR);
   if (n < 0) return Errno("recvmsg", "sandbox channel");
   Message out;

@@ -107,6 +107,7 @@ int SendSetupFailed(int sock, uint32_t step, int32_t err, int32_t item) noexcept
 // Receives one message (blocking). EOF is an error with errno 0 and op
 // "channel closed". Oversized or truncated datagrams, and ones carrying more
 // than kMaxFds descriptors, are refused.
-Result<Message> ReceiveMessage(int sock);
+// With `dont_wait`, an empty socket is an error with errno EAGAIN.
+Result<Message> ReceiveMessage(int sock, bool dont_wait = false);
 
 }  // namespace airlock::proto
