@@ -72,25 +72,52 @@ int NewMount(Syscalls& sys, const char* fstype, const char* options, uint64_t at
   return r;
 }
 
+// The last parent directory resolved beneath the new root: consecutive
+// targets mostly share one (proc/…, dev/…), which saves re-walking it.
+struct DirCache {
+  int fd = -1;
+  char path[512] = {};
+};
+
+void DropDirCache(Syscalls& sys, DirCache& cache) {
+  if (cache.fd >= 0) sys.Close(cache.fd);
+  cache.fd = -1;
+  cache.path[0] = '\0';
+}
+
+// A mount on `target` covers what a cached fd of it (or of a directory below
+// it) refers to: forget it.
+void MountedOn(Syscalls& sys, DirCache& cache, const char* target) {
+  size_t n = strlen(target);
+  if (cache.fd >= 0 && strncmp(cache.path, target, n) == 0 && (cache.path[n] == '\0' || cache.path[n] == '/'))
+    DropDirCache(sys, cache);
+}
+
 // Opens the directory holding `rel`'s last component beneath `root`,
 // creating missing directories one component at a time; a symlink anywhere
-// on the way is refused (ELOOP). Returns the parent fd and sets *leaf.
+// on the way is refused (ELOOP). Returns the parent fd, owned by `cache`
+// (valid until the next call), and points *leaf into `buf`.
 int OpenParentBeneath(Syscalls& sys, int root, const char* rel, char* buf, size_t bufsize,
-                      const char** leaf, bool create) {
+                      const char** leaf, bool create, DirCache& cache) {
   size_t len = strlen(rel);
-  if (len == 0 || len >= bufsize) return -ENAMETOOLONG;
+  if (len == 0 || len >= bufsize || len >= sizeof(cache.path)) return -ENAMETOOLONG;
   memcpy(buf, rel, len + 1);
   char* slash = strrchr(buf, '/');
-  if (slash == nullptr) {
+  char* parent = buf + len;  // "" when rel has no slash
+  if (slash != nullptr) {
+    *slash = '\0';
+    *leaf = slash + 1;
+    parent = buf;
+  } else {
     *leaf = buf;
-    return sys.OpenBeneath(root, ".", O_PATH | O_DIRECTORY | O_CLOEXEC, 0, kBeneath);
   }
-  *slash = '\0';
-  *leaf = slash + 1;
+  if (cache.fd >= 0 && strcmp(cache.path, parent) == 0) return cache.fd;
+  char parent_copy[sizeof(cache.path)];
+  strcpy(parent_copy, parent);
   int dir = sys.OpenBeneath(root, ".", O_PATH | O_DIRECTORY | O_CLOEXEC, 0, kBeneath);
   if (dir < 0) return dir;
   char* save = nullptr;
-  for (char* part = strtok_r(buf, "/", &save); part != nullptr; part = strtok_r(nullptr, "/", &save)) {
+  for (char* part = strtok_r(parent, "/", &save); part != nullptr; part = strtok_r(nullptr, "/", &save)) {
     int next = sys.OpenBeneath(dir, part, O_PATH | O_DIRECTORY | O_CLOEXEC, 0, kBeneath);
     if (next == -ENOENT && create) {
       int r = sys.MkdirAt(dir, part, 0755);
@@ -104,14 +131,17 @@ int OpenParentBeneath(Syscalls& sys, int root, const char* rel, char* buf, size_
     if (next < 0) return next;
     dir = next;
   }
+  DropDirCache(sys, cache);
+  cache.fd = dir;
+  strcpy(cache.path, parent_copy);
   return dir;
 }
 
 // Opens (creating if asked) the mountpoint `rel` beneath `root` as O_PATH.
-int OpenMountpoint(Syscalls& sys, int root, const char* rel, bool is_file, bool create) {
+int OpenMountpoint(Syscalls& sys, int root, const char* rel, bool is_file, bool create, DirCache& cache) {
   char buf[4096];
   const char* leaf = nullptr;
-  int dir = OpenParentBeneath(sys, root, rel, buf, sizeof(buf), &leaf, create);
+  int dir = OpenParentBeneath(sys, root, rel, buf, sizeof(buf), &leaf, create, cache);
   if (dir < 0) return dir;
   int fd = sys.OpenBeneath(dir, leaf, O_PATH | O_CLOEXEC | (is_file ? 0 : O_DIRECTORY), 0, kBeneath);
   if (fd == -ENOENT && create) {
@@ -126,7 +156,6 @@ int OpenMountpoint(Syscalls& sys, int root, const char* rel, bool is_file, bool 
     if (fd == -ENOENT)
       fd = sys.OpenBeneath(dir, leaf, O_PATH | O_CLOEXEC | (is_file ? 0 : O_DIRECTORY), 0, kBeneath);
   }
-  sys.Close(dir);
   return fd;
 }
 
@@ -236,7 +265,7 @@ StepResult Overlay(Syscalls& sys, ChildContext& ctx) {
   return {};
 }
 
-int MountOne(Syscalls& sys, ChildContext& ctx, const PlannedMount& m) {
+int MountOne(Syscalls& sys, ChildContext& ctx, const PlannedMount& m, DirCache& cache) {
   const int root = ctx.root_fd;
   const char* target = m.target.c_str();
   switch (m.op) {
@@ -244,7 +273,7 @@ int MountOne(Syscalls& sys, ChildContext& ctx, const PlannedMount& m) {
       int src = ctx.fds[m.fd_index];
       int dir = sys.IsDirectory(src);
       if (dir < 0) return dir;
-      int t = OpenMountpoint(sys, root, target, dir == 0, true);
+      int t = OpenMountpoint(sys, root, target, dir == 0, true, cache);
       if (t < 0) return t;
       int r = Attach(sys, src, t);
       sys.Close(t);
@@ -254,7 +283,7 @@ int MountOne(Syscalls& sys, ChildContext& ctx, const PlannedMount& m) {
     case MountOp::kProc:
     case MountOp::kMaskDir:
     case MountOp::kDevpts: {
-      int t = OpenMountpoint(sys, root, target, false, !m.optional);
+      int t = OpenMountpoint(sys, root, target, false, !m.optional, cache);
       if (t < 0) return t;
       const char* fstype = m.op == MountOp::kProc ? "proc" : m.op == MountOp::kDevpts ? "devpts" : "tmpfs";
       int mnt = NewMount(sys, fstype, m.data.c_str(), m.attr);
@@ -266,11 +295,9 @@ int MountOne(Syscalls& sys, ChildContext& ctx, const PlannedMount& m) {
     case MountOp::kUsernsLimit: {
       char buf[4096];
       const char* leaf = nullptr;
-      int dir = OpenParentBeneath(sys, root, target, buf, sizeof(buf), &leaf, false);
+      int dir = OpenParentBeneath(sys, root, target, buf, sizeof(buf), &leaf, false, cache);
       if (dir < 0) return dir;
-      // proc's own files are not symlinks; RESOLVE_BENEATH alone is enough.
       int fd = sys.OpenBeneath(dir, leaf, O_WRONLY | O_CLOEXEC, 0, kBeneath);
-      sys.Close(dir);
       if (fd < 0) return fd;
       int r = sys.WriteAll(fd, "0\n", 2);
       sys.Close(fd);
@@ -278,7 +305,7 @@ int MountOne(Syscalls& sys, ChildContext& ctx, const PlannedMount& m) {
     }
     case MountOp::kMaskFile:
     case MountOp::kHostDevice: {
-      int t = OpenMountpoint(sys, root, target, true, m.op == MountOp::kHostDevice);
+      int t = OpenMountpoint(sys, root, target, true, m.op == MountOp::kHostDevice, cache);
       if (t < 0) return t;
       // Before pivot_root the host's /dev is still the child's /dev.
       const char* source = m.op == MountOp::kHostDevice ? m.data.c_str() : "/dev/null";
@@ -291,8 +318,8 @@ int MountOne(Syscalls& sys, ChildContext& ctx, const PlannedMount& m) {
       return r;
     }
     case MountOp::kReadOnly: {
-      int t = OpenMountpoint(sys, root, target, false, false);
-      if (t == -ENOTDIR) t = OpenMountpoint(sys, root, target, true, false);
+      int t = OpenMountpoint(sys, root, target, false, false, cache);
+      if (t == -ENOTDIR) t = OpenMountpoint(sys, root, target, true, false, cache);
       if (t < 0) return t;
       int src = sys.OpenTree(t, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
       int r = src;
@@ -307,10 +334,9 @@ int MountOne(Syscalls& sys, ChildContext& ctx, const PlannedMount& m) {
     case MountOp::kSymlink: {
       char buf[4096];
       const char* leaf = nullptr;
-      int dir = OpenParentBeneath(sys, root, target, buf, sizeof(buf), &leaf, true);
+      int dir = OpenParentBeneath(sys, root, target, buf, sizeof(buf), &leaf, true, cache);
       if (dir < 0) return dir;
       int r = sys.SymlinkAt(m.data.c_str(), dir, leaf);
-      sys.Close(dir);
       return r == -EEXIST ? 0 : r;
     }
   }
@@ -319,11 +345,16 @@ int MountOne(Syscalls& sys, ChildContext& ctx, const PlannedMount& m) {
 
 StepResult Mounts(Syscalls& sys, ChildContext& ctx) {
   const auto& mounts = ctx.plan->mounts;
+  DirCache cache;
   for (size_t i = 0; i < mounts.size(); ++i) {
-    int r = MountOne(sys, ctx, mounts[i]);
+    int r = MountOne(sys, ctx, mounts[i], cache);
+    if (r >= 0 && mounts[i].op != MountOp::kSymlink && mounts[i].op != MountOp::kUsernsLimit)
+      MountedOn(sys, cache, mounts[i].target.c_str());
     if (r == -ENOENT && mounts[i].optional) continue;
+    if (r < 0) DropDirCache(sys, cache);
     STEP_CHECK(r, static_cast<int>(i));
   }
+  DropDirCache(sys, cache);
   return {};
 }
 
