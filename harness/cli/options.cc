@@ -173,7 +173,9 @@ Result<RunOptions> ParseRunOptions(const std::vector<std::string>& args) {
     w.source = *o.workspace;
     w.destination = "/workspace";
     w.read_only = false;
-    o.mounts.push_back(w);
+    // First: mounts attach in order, and a --mount inside /workspace must
+    // land on top of it, not under it.
+    o.mounts.insert(o.mounts.begin(), w);
   }
   return o;
 }

@@ -1,6 +1,11 @@
 #include "harness/cli/users.h"
 
+#include "runtime/core/unique_fd.h"
+
 #include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -24,9 +29,16 @@ Result<ImageUser> LookupPasswd(const std::string& passwd, const std::string& use
     }
     if (f.size() < 7) continue;
     if ((numeric && f[2] == user) || (!numeric && f[0] == user)) {
+      auto id = [&](const std::string& field, const char* what) -> Result<unsigned long> {
+        if (field.empty() || field.size() > 5 || field.find_first_not_of("0123456789") != std::string::npos ||
+            strtoul(field.c_str(), nullptr, 10) > 65535)
+          return Fail("image /etc/passwd", "user \"" + f[0] + "\": " + what + " \"" + field +
+                                               "\" is not an id 0-65535");
+        return strtoul(field.c_str(), nullptr, 10);
+      };
       ImageUser u;
-      u.uid = static_cast<uid_t>(strtoul(f[2].c_str(), nullptr, 10));
-      u.gid = static_cast<gid_t>(strtoul(f[3].c_str(), nullptr, 10));
+      u.uid = static_cast<uid_t>(TRY(id(f[2], "uid")));
+      u.gid = static_cast<gid_t>(TRY(id(f[3], "gid")));
       u.home = f[5].empty() ? "/" : f[5];
       return u;
     }
@@ -41,9 +53,24 @@ Result<ImageUser> LookupPasswd(const std::string& passwd, const std::string& use
 
 Result<ImageUser> ResolveUser(const std::vector<std::string>& layers, const std::string& user) {
   for (const auto& layer : layers) {
-    std::string path = layer + "/etc/passwd";
-    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) continue;
+    // An image's etc/passwd, resolved inside the layer without following any
+    // symlink (a layer's etc could point at the host's), non-blocking (a
+    // FIFO must not hang us) and only if it is a regular file.
+    UniqueFd dir(open(layer.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!dir) return Errno("open", layer);
+    open_how how{};
+    how.flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    int fd = static_cast<int>(syscall(SYS_openat2, dir.get(), "etc/passwd", &how, sizeof(how)));
+    if (fd < 0) {
+      if (errno == ENOENT) continue;
+      return Errno("open", layer + "/etc/passwd");
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+      close(fd);
+      return Fail("image /etc/passwd", layer + "/etc/passwd is not a regular file");
+    }
     std::string text;
     char buf[4096];
     ssize_t n;

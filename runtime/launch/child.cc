@@ -369,36 +369,27 @@ StepResult PivotRoot(Syscalls& sys, ChildContext& ctx) {
   return {};
 }
 
-// Fixed descriptor numbers from the stdio step on: 0-2 the sandbox's
-// /dev/null, 3 the channel, 5 the exec fd (moved again at exec time).
-constexpr int kExecFd = 5;
-constexpr int kFirstFreeFd = 6;
-
-int MoveFd(Syscalls& sys, int from, int to) {
-  if (from == to) return 0;
-  return sys.Dup2(from, to);
-}
+// Descriptors are first lifted to kLiftBase and up (F_DUPFD takes the
+// lowest free number there, so nothing is overwritten), then placed at the
+// small fixed numbers init expects: 0-2 the sandbox's /dev/null, 3 the
+// channel, 4.. the workload group's tasks files, then the exec fd.
+constexpr int kLiftBase = 256;
+static_assert(kLiftBase > proto::kInitCgroupFdBase + proto::kMaxFds);
 
 StepResult Stdio(Syscalls& sys, ChildContext& ctx) {
   int null = sys.OpenBeneath(AT_FDCWD, "/dev/null", O_RDWR | O_CLOEXEC, 0, 0);
   STEP_CHECK(null, -1);
-  // Lift the fds the next lines overwrite out of the way first.
-  int sock = ctx.sock, exec_fd = ctx.init_exec_fd;
-  if (sock < kFirstFreeFd) {
-    sock = sys.Dup2(sock, 90);
-    STEP_CHECK(sock, -1);
-  }
-  if (exec_fd < kFirstFreeFd) {
-    exec_fd = sys.Dup2(exec_fd, 91);
-    STEP_CHECK(exec_fd, -1);
+  ctx.sock = sys.DupAbove(ctx.sock, kLiftBase);
+  STEP_CHECK(ctx.sock, -1);
+  ctx.init_exec_fd = sys.DupAbove(ctx.init_exec_fd, kLiftBase);
+  STEP_CHECK(ctx.init_exec_fd, -1);
+  for (int i = 0; i < 3 * ctx.cg_per_list; ++i) {
+    ctx.cg_fds[i] = sys.DupAbove(ctx.cg_fds[i], kLiftBase);
+    STEP_CHECK(ctx.cg_fds[i], i);
   }
   for (int fd = 0; fd < 3; ++fd) STEP_CHECK(sys.Dup2(null, fd), -1);
-  STEP_CHECK(MoveFd(sys, sock, proto::kInitChannelFd), -1);
-  STEP_CHECK(sys.Dup2(null, 4), -1);  // a placeholder
-  STEP_CHECK(MoveFd(sys, exec_fd, kExecFd), -1);
-  STEP_CHECK(sys.SetCloexec(kExecFd, true), -1);
+  STEP_CHECK(sys.Dup2(ctx.sock, proto::kInitChannelFd), -1);  // not close-on-exec
   ctx.sock = proto::kInitChannelFd;
-  ctx.init_exec_fd = kExecFd;
   return {};
 }
 
@@ -450,21 +441,13 @@ StepResult InitFds(Syscalls& sys, ChildContext& ctx) {
   STEP_CHECK(sys.Setsid(), -1);
   const int n = ctx.cg_per_list;
   const int* work = ctx.cg_fds + kWorkList * n;
-  // Lift everything above the target range first, so no move clobbers a
-  // source.
-  int exec_fd = sys.Dup2(ctx.init_exec_fd, kFirstFreeFd + proto::kMaxFds);
-  STEP_CHECK(exec_fd, -1);
-  int staged[proto::kMaxFds];
-  for (int i = 0; i < n; ++i) {
-    staged[i] = sys.Dup2(work[i], kFirstFreeFd + proto::kMaxFds + 1 + i);
-    STEP_CHECK(staged[i], i);
-  }
-  for (int i = 0; i < n; ++i) STEP_CHECK(sys.Dup2(staged[i], proto::kInitCgroupFdBase + i), i);
-  int moved_exec = sys.Dup2(exec_fd, proto::kInitCgroupFdBase + n);
-  STEP_CHECK(moved_exec, -1);
-  STEP_CHECK(sys.SetCloexec(moved_exec, true), -1);
-  STEP_CHECK(sys.CloseRangeFrom(static_cast<unsigned>(moved_exec + 1)), -1);
-  ctx.init_exec_fd = moved_exec;
+  // Every source sits at kLiftBase or above (Stdio): these can't clobber one.
+  for (int i = 0; i < n; ++i) STEP_CHECK(sys.Dup2(work[i], proto::kInitCgroupFdBase + i), i);
+  const int exec_fd = proto::kInitCgroupFdBase + n;
+  STEP_CHECK(sys.Dup2(ctx.init_exec_fd, exec_fd), -1);
+  STEP_CHECK(sys.SetCloexec(exec_fd, true), -1);
+  STEP_CHECK(sys.CloseRangeFrom(static_cast<unsigned>(exec_fd + 1)), -1);
+  ctx.init_exec_fd = exec_fd;
   if (ctx.init_cgroup_arg != nullptr)
     snprintf(ctx.init_cgroup_arg, ctx.init_cgroup_arg_size, "--cgroup-fds=%d", n);
   if (ctx.send_timings) {

@@ -18,12 +18,13 @@
 
 #include "runtime/core/error.h"
 #include "runtime/core/unique_fd.h"
+#include "runtime/spec/spec.h"
 
 namespace airlock::proto {
 
 inline constexpr uint16_t kVersion = 1;
 inline constexpr size_t kMaxMessage = 128 * 1024;
-inline constexpr size_t kMaxFds = 64;
+inline constexpr size_t kMaxFds = kMaxMountSources;
 // The fd number the channel has in airlock-init.
 inline constexpr int kInitChannelFd = 3;
 // init receives the workload group's cgroup v1 `tasks` files as fds

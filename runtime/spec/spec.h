@@ -67,6 +67,10 @@ struct SandboxSpec {
   std::string seccomp_profile = "default";  // a name in the profile dir or a path
 };
 
+// Layers, the writable layer, image binds and host mounts together: each is
+// one descriptor handed to the sandbox child in one message.
+inline constexpr size_t kMaxMountSources = 64;
+
 // Checks every field; the error names it ("mounts[1].destination: must be
 // absolute and normalized (got \"/a/../b\")").
 Result<void> ValidateSpec(const SandboxSpec& spec);

@@ -80,6 +80,14 @@ Result<void> ValidateSpec(const SandboxSpec& spec) {
         return FieldError(f + ".destination", "\"" + m.destination + "\" is already mounted by mounts[" +
                                                   std::to_string(j) + "]");
   }
+  // Every layer, the upper, every image bind and host mount travels to the
+  // sandbox child as one descriptor in one message.
+  const size_t fds = spec.layers.size() + 1 + spec.image_binds.size() + spec.mounts.size();
+  if (fds > kMaxMountSources)
+    return FieldError("mounts", "too many: " + std::to_string(spec.layers.size()) + " layers, " +
+                                    std::to_string(spec.image_binds.size()) + " image binds and " +
+                                    std::to_string(spec.mounts.size()) + " mounts need " + std::to_string(fds) +
+                                    " descriptors; at most " + std::to_string(kMaxMountSources));
   const auto& p = spec.process;
   if (p.argv.empty()) return FieldError("process.argv", "no command given");
   if (p.argv[0].empty()) return FieldError("process.argv[0]", "empty command");

@@ -89,6 +89,7 @@ class RealSyscalls final : public Syscalls {
   int Fchdir(int fd) override { return Ret(::fchdir(fd)); }
   int Chdir(const char* path) override { return Ret(::chdir(path)); }
   int Dup2(int from, int to) override { return Ret(::dup2(from, to)); }
+  int DupAbove(int fd, int min) override { return Ret(fcntl(fd, F_DUPFD_CLOEXEC, min)); }
   int CloseRangeFrom(unsigned first) override { return Ret(syscall(SYS_close_range, first, ~0U, 0)); }
   int SetCloexec(int fd, bool on) override { return Ret(fcntl(fd, F_SETFD, on ? FD_CLOEXEC : 0)); }
   int IsDirectory(int fd) override {

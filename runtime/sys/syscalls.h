@@ -43,6 +43,7 @@ class Syscalls {
   virtual int Fchdir(int fd) = 0;
   virtual int Chdir(const char* path) = 0;
   virtual int Dup2(int from, int to) = 0;
+  virtual int DupAbove(int fd, int min) = 0;  // fcntl(F_DUPFD_CLOEXEC): the lowest free >= min
   virtual int CloseRangeFrom(unsigned first) = 0;
   virtual int SetCloexec(int fd, bool on) = 0;
   virtual int IsDirectory(int fd) = 0;  // 1, 0, or -errno (fstat)
