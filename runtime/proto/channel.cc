@@ -1,6 +1,7 @@
 #include "runtime/proto/channel.h"
 
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -228,6 +229,36 @@ int SendSetupFailed(int sock, uint32_t step, int32_t err, int32_t item) noexcept
   memcpy(payload + 4, &err, 4);
   memcpy(payload + 8, &item, 4);
   return SendMessage(sock, Type::kSetupFailed, std::string_view(payload, sizeof(payload)));
+}
+
+int ReceiveFds(int sock, int* fds, int max) noexcept {
+  char buf[64];
+  iovec iov{buf, sizeof(buf)};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  ssize_t n;
+  do {
+    n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return -errno;
+  if (n == 0) return -EPIPE;  // the peer is gone
+  int count = 0;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    int in = static_cast<int>((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+    for (int i = 0; i < in; ++i) {
+      int fd;
+      memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+      if (count < max) fds[count++] = fd;
+      else close(fd);
+    }
+  }
+  if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) return -EMSGSIZE;
+  return count;
 }
 
 Result<Message> ReceiveMessage(int sock, bool dont_wait) {

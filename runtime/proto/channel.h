@@ -105,6 +105,11 @@ int SendMessage(int sock, Type type, std::string_view payload, std::span<const i
 // Sends a SetupFailed record without allocating (launch child only).
 int SendSetupFailed(int sock, uint32_t step, int32_t err, int32_t item) noexcept;
 
+// Receives one message's descriptors into fds[0..max) (more are closed),
+// ignoring its payload; allocation-free, for the launch child. Returns the
+// count, or -errno (-EPIPE at EOF, -EMSGSIZE if truncated).
+int ReceiveFds(int sock, int* fds, int max) noexcept;
+
 // Receives one message (blocking). EOF is an error with errno 0 and op
 // "channel closed". Oversized or truncated datagrams, and ones carrying more
 // than kMaxFds descriptors, are refused.

@@ -1,5 +1,7 @@
 #include "runtime/storage/idrange.h"
 
+#include "runtime/core/paths.h"
+
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -195,29 +197,6 @@ Result<std::vector<IdRangeEntry>> LoadState(const std::string& path) {
   return ParseState(path, *text);
 }
 
-std::string ParentDir(const std::string& path) {
-  size_t slash = path.find_last_of('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return path.substr(0, slash);
-}
-
-// mkdir -p of the state file's directory; directories airlock creates are
-// 0700 (the state says which host ids belong to which sandbox). Existing
-// directories are left as they are.
-Result<void> MakeDirs(const std::string& dir) {
-  if (dir.empty() || dir == "/" || dir == ".") return {};
-  struct stat st;
-  if (::stat(dir.c_str(), &st) == 0) {
-    if (!S_ISDIR(st.st_mode)) return ErrnoValue(ENOTDIR, "mkdir", dir);
-    return {};
-  }
-  if (errno != ENOENT) return Errno("stat", dir);
-  TRY(MakeDirs(ParentDir(dir)));
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
-    return Errno("mkdir", dir);
-  return {};
-}
 
 // Takes the allocator's lock for one operation; released when the fd closes.
 Result<UniqueFd> LockState(const std::string& state_path) {

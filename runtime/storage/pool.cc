@@ -1,5 +1,7 @@
 #include "runtime/storage/pool.h"
 
+#include "runtime/core/paths.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/btrfs.h>
@@ -42,27 +44,6 @@ Result<void> CheckName(std::string_view op, const std::string& name) {
                                    "' (want [A-Za-z0-9._-]{1,64})");
 }
 
-std::string ParentDir(const std::string& path) {
-  size_t slash = path.find_last_of('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return path.substr(0, slash);
-}
-
-// mkdir -p; what airlock creates is private to host root.
-Result<void> MakeDirs(const std::string& dir) {
-  if (dir.empty() || dir == "/" || dir == ".") return {};
-  struct stat st;
-  if (::stat(dir.c_str(), &st) == 0) {
-    if (!S_ISDIR(st.st_mode)) return ErrnoValue(ENOTDIR, "mkdir", dir);
-    return {};
-  }
-  if (errno != ENOENT) return Errno("stat", dir);
-  TRY(MakeDirs(ParentDir(dir)));
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
-    return Errno("mkdir", dir);
-  return {};
-}
 
 std::string Hex(uint64_t v) {
   char buf[32];

@@ -97,34 +97,7 @@ class RealSyscalls final : public Syscalls {
     if (fstat(fd, &st) < 0) return -errno;
     return S_ISDIR(st.st_mode) ? 1 : 0;
   }
-  int ReceiveFds(int sock, int* fds, int max) override {
-    char buf[64];
-    iovec iov{buf, sizeof(buf)};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * proto::kMaxFds)];
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof(control);
-    ssize_t n;
-    do {
-      n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) return -errno;
-    if (n == 0) return -EPIPE;  // the parent is gone
-    int count = 0;
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-      int in = static_cast<int>((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-      for (int i = 0; i < in; ++i) {
-        int fd;
-        memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-        if (count < max) fds[count++] = fd; else ::close(fd);
-      }
-    }
-    if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) return -EMSGSIZE;
-    return count;
-  }
+  int ReceiveFds(int sock, int* fds, int max) override { return proto::ReceiveFds(sock, fds, max); }
   int Send(int sock, const void* data, size_t len) override {
     return Ret(::send(sock, data, len, MSG_NOSIGNAL));
   }
