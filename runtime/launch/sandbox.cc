@@ -361,31 +361,41 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
       }
     }
   }
+  // A send fails (EPIPE) when the child has already failed a step and
+  // exited: its report is then waiting on the channel, and the loop below
+  // reads it; the send error is only the fallback.
+  std::optional<Error> send_failed;
   std::vector<int> raw;
   for (const auto& m : mounts) raw.push_back(m.get());
   if (int r = proto::SendMessage(channel_.get(), proto::Type::kGo, "", raw); r < 0)
-    return ErrnoValue(-r, "send", "mount descriptors to the sandbox child");
+    send_failed = Error{-r, "send", "mount descriptors to the sandbox child"};
   mounts.clear();
   Time("idmap-mounts", t);
 
   t = NowNs();
   if (!any_v2) join = TRY(MakeCgroup(layout));
-  if (int r = proto::SendMessage(channel_.get(), proto::Type::kGo, "", join.fds); r < 0)
-    return ErrnoValue(-r, "send", "cgroup descriptors to the sandbox child");
+  if (!send_failed)
+    if (int r = proto::SendMessage(channel_.get(), proto::Type::kGo, "", join.fds); r < 0)
+      send_failed = Error{-r, "send", "cgroup descriptors to the sandbox child"};
   join.owned.clear();
   Time("cgroup", t);
 
   // On v1 the spawner places itself before it reads any request, so the
   // first command can be queued now, behind the setup messages; init
   // forwards it as soon as it runs.
-  if (options.first_process && !join.use_clone_into_cgroup) TRY(Exec(*options.first_process, options.first_stdio));
+  if (options.first_process && !join.use_clone_into_cgroup && !send_failed)
+    if (auto sent = Exec(*options.first_process, options.first_stdio); !sent) send_failed = sent.error();
 
   // The child runs its steps; it answers with a failure record or, once it
   // is airlock-init, a hello.
   t = NowNs();
   for (;;) {
     auto msg = proto::ReceiveMessage(channel_.get());
+    // A peer that closed with our messages unread makes the first read fail
+    // with ECONNRESET; what it sent before is still queued behind it.
+    if (!msg && msg.error().err == ECONNRESET) msg = proto::ReceiveMessage(channel_.get());
     if (!msg) {
+      if (send_failed) return std::unexpected(*send_failed);
       int status = 0;
       if (waitpid(init_pid_, &status, 0) == init_pid_) {
         reaped_ = true;
@@ -416,6 +426,7 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
     }
     if (msg->type == proto::Type::kHello) {
       TRY(proto::DecodeHello(msg->payload));
+      if (send_failed) return std::unexpected(*send_failed);
       break;
     }
     return Fail("sandbox setup", "unexpected message type " + std::to_string(static_cast<int>(msg->type)));
