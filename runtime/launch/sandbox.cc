@@ -329,7 +329,7 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
   // running airlock may lack: then the layout is the only shield.
   if (auto adj = WriteProcFile(init_pid_, "oom_score_adj", "-1000"); !adj && adj.error().err != EACCES)
     return std::unexpected(adj.error());
-  Time("cgroup-attach", t);
+  Time("oom-score", t);
 
   t = NowNs();
   std::string userns_path = "/proc/" + std::to_string(init_pid_) + "/ns/user";
@@ -408,7 +408,9 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
     }
     if (msg->type == proto::Type::kTimings && timing_enabled_ &&
         msg->payload.size() == sizeof(uint64_t) * static_cast<size_t>(ChildStep::kCount)) {
-      for (int i = 0; i < static_cast<int>(ChildStep::kCount); ++i) {
+      // The steps after init-fds run once the record is sent: their time
+      // is part of await-init.
+      for (int i = 0; i <= static_cast<int>(ChildStep::kInitFds); ++i) {
         uint64_t ns;
         memcpy(&ns, msg->payload.data() + i * sizeof(uint64_t), sizeof(ns));
         timings_.push_back({std::string("child:") + ChildStepName(static_cast<ChildStep>(i)), ns});

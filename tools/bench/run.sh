@@ -87,10 +87,10 @@ precheck() {  # name, command...
 if [ "$MODE" = steps ]; then
   [ -x "$AIRLOCK" ] || die "airlock binary not found at $AIRLOCK (set AIRLOCK=)"
   echo "$CGROUP_NOTE"
-  echo "airlock: $AIRLOCK run -- /bin/true, $STEP_RUNS runs, AIRLOCK_TIMINGS=1"
+  echo "airlock: $AIRLOCK run --memory 512M --pids 1024 -- /bin/true, $STEP_RUNS runs, AIRLOCK_TIMINGS=1"
   failed=0
   for i in $(seq -w 1 "$STEP_RUNS"); do
-    if ! AIRLOCK_TIMINGS=1 "$AIRLOCK" run -- /bin/true >/dev/null 2>"$WORK/run-$i.err"; then
+    if ! AIRLOCK_TIMINGS=1 "$AIRLOCK" run --memory 512M --pids 1024 -- /bin/true >/dev/null 2>"$WORK/run-$i.err"; then
       failed=$((failed + 1))
       [ "$failed" = 1 ] && { echo "!!! run $i failed:" >&2; tail -n 8 "$WORK/run-$i.err" >&2; }
     fi
@@ -163,8 +163,8 @@ for rt in crun runc; do
 done
 
 if [ -x "$AIRLOCK" ]; then
-  add airlock "airlock run: its defaults (host image, all namespaces incl. user, cgroup limits, seccomp, caps)" \
-    "$AIRLOCK" run -- /bin/true
+  add airlock "airlock run --memory 512M --pids 1024: host image (overlay over idmapped layers, tmpfs upper), user/pid/mount/net/uts/ipc/cgroup/time namespaces, cgroup v1 memory+pids limits (init and work groups), seccomp default.json, Docker default caps minus MKNOD/NET_RAW, no_new_privs, /proc masks, airlock-init as PID 1" \
+    "$AIRLOCK" run --memory 512M --pids 1024 -- /bin/true
 else
   echo "!!! PRE-CHECK FAILED: airlock — no executable at $AIRLOCK (set AIRLOCK=) — left out" >&2
   printf 'airlock\tnot built at %s\n' "$AIRLOCK" >>"$WORK/failed.tsv"
