@@ -167,10 +167,12 @@ int Run(const std::vector<std::string>& args) {
   lo.first_stdio = stdio;
   auto sandbox = Sandbox::Start(spec, paths, lo);
   if (!sandbox) Die(sandbox.error().Message());
+  // Teardown off the caller's path (timings want it measured in line).
+  if (!lo.timings)
+    if (auto handed = (*sandbox)->HandOffTeardown(); !handed) Die(handed.error().Message());
   auto outcome = (*sandbox)->WaitOneShot(sigfd);
   if (!outcome) Die(outcome.error().Message());
-  // Teardown happens off the caller's path (timings want it measured).
-  auto destroyed = lo.timings ? (*sandbox)->Destroy() : (*sandbox)->DestroyDetached();
+  auto destroyed = (*sandbox)->Destroy();
   if (lo.timings) fprintf(stderr, "airlock-timing image %ld\n", image_us);
   if (lo.timings)
     for (const auto& t : (*sandbox)->timings())

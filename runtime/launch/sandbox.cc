@@ -558,6 +558,14 @@ Result<Outcome> Sandbox::WaitOneShot(int signal_fd) {
 
 Result<void> Sandbox::Destroy() {
   if (!res_) return {};
+  if (cleaner_link_) {
+    // The cleaner owns the resources; ending init is all that is left here.
+    if (init_pid_ > 0 && !reaped_) syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+    if (res_->cgroup) res_->cgroup->Release();
+    res_.reset();
+    cleaner_link_.Reset();
+    return {};
+  }
   uint64_t t = NowNs();
   Result<void> first;
   auto keep = [&](Result<void> r) {
@@ -594,32 +602,39 @@ Result<void> Sandbox::Destroy() {
   return first;
 }
 
-Result<void> Sandbox::DestroyDetached() {
-  if (!res_) return {};
-  if (init_pid_ > 0 && !reaped_) syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+Result<void> Sandbox::HandOffTeardown() {
+  if (!res_ || cleaner_link_) return {};
+  int link[2];
+  if (pipe2(link, O_CLOEXEC) < 0) return Errno("pipe2", "teardown hand-off");
+  UniqueFd read_end(link[0]), write_end(link[1]);
   pid_t cleaner = fork();
-  if (cleaner < 0) return Destroy();
-  if (cleaner > 0) {
-    // This process no longer owns anything; the cleaner does.
+  if (cleaner < 0) return Errno("fork", "teardown cleaner");
+  if (cleaner == 0) {
+    // The cleaner: off the caller's terminal and pipes, so a caller reading
+    // our output sees EOF when the command is done, not when we are.
+    write_end.Reset();
     channel_.Reset();
-    res_->cgroup->Release();
-    res_.reset();
-    return {};
-  }
-  // The cleaner: off the caller's terminal and pipes, so a caller reading
-  // our output sees EOF now.
-  setsid();
-  int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-  for (int fd = 0; fd < 3 && null >= 0; ++fd) dup2(null, fd);
-  if (!reaped_) {
-    pollfd p{pidfd_.get(), POLLIN, 0};
-    while (poll(&p, 1, -1) < 0 && errno == EINTR) {
+    setsid();
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    for (int fd = 0; fd < 3 && null >= 0; ++fd) dup2(null, fd);
+    // 1. The launching process is gone (it may still read the cgroup's
+    //    events until then). 2. init has exited: the pid namespace, its
+    //    processes and its mounts are gone with it. init is not our child:
+    //    its parent, or the subreaper that inherits it, reaps it.
+    char c;
+    while (read(read_end.get(), &c, 1) < 0 && errno == EINTR) {
     }
-    // Not our child: its parent (the caller, gone) or a subreaper reaps it.
-    // The pid namespace is empty once its init has exited.
-    reaped_ = true;
+    if (!reaped_) {
+      syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+      pollfd p{pidfd_.get(), POLLIN, 0};
+      while (poll(&p, 1, -1) < 0 && errno == EINTR) {
+      }
+      reaped_ = true;
+    }
+    _exit(Destroy() ? 0 : 1);
   }
-  _exit(Destroy() ? 0 : 1);
+  cleaner_link_ = std::move(write_end);
+  return {};
 }
 
 Sandbox::~Sandbox() { Destroy(); }

@@ -80,14 +80,15 @@ class Sandbox {
   Result<Outcome> WaitOneShot(int signal_fd);
   // Kills the whole tree and removes the sandbox's host resources. Idempotent.
   Result<void> Destroy();
-  // Destroy() in a forked cleaner process, off the caller's path: the
-  // caller can report the command's status and exit at once. The cleaner
-  // waits for init's exit through the pidfd (the pid namespace and its
-  // mounts die with it), then removes the cgroups, subvolume, id range and
-  // record; the record's lock passes to it, so no other run mistakes the
-  // sandbox for stale meanwhile. A failure leaves the record for the next
-  // run to retry. This object is spent afterwards.
-  Result<void> DestroyDetached();
+  // Hands teardown to a forked cleaner, off the caller's path: call it once
+  // the sandbox runs, and the fork overlaps the command. The cleaner waits
+  // until both this process has exited (or died: a pipe's EOF) and init has
+  // (its pidfd), then removes the cgroups, subvolume, id range and record;
+  // the record's lock is shared with it, so no other run takes the sandbox
+  // for stale meanwhile. This object still waits, forwards signals, kills on
+  // timeout and reads the cgroup's events, but its Destroy() only kills
+  // init. Even a SIGKILL of this process leaves nothing behind for long.
+  Result<void> HandOffTeardown();
 
   pid_t init_pid() const { return init_pid_; }
   const std::vector<StepTiming>& timings() const { return timings_; }
@@ -108,6 +109,7 @@ class Sandbox {
   int init_wait_status_ = 0;
   std::vector<StepTiming> timings_;
   bool timing_enabled_ = false;
+  UniqueFd cleaner_link_;  // its write end: the cleaner sees EOF when we are gone
 };
 
 }  // namespace airlock
