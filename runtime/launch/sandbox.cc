@@ -166,6 +166,145 @@ Result<CgroupJoinFiles> Sandbox::MakeCgroup(const cgroups::Layout& layout) {
   return OpenJoinFiles(layout, res_->cgroup->Paths(), spec_.id);
 }
 
+Result<void> Sandbox::ClaimIdentity(const RuntimePaths& paths, const LaunchOptions& options) {
+  res_->record.emplace(TRY(SandboxRecord::Create(paths, spec_.id)));
+  res_->idranges_path = paths.IdRanges();
+  TRY(res_->record->Note("idrange", spec_.id));
+  storage::IdAllocator allocator(paths.IdRanges());
+  // A one-shot sandbox can't outlive the host's uptime: skip the fsyncs.
+  allocator.set_durable(!options.oneshot);
+  res_->durable_ids = !options.oneshot;
+  res_->ids = TRY(allocator.Allocate(spec_.id));
+  res_->has_ids = true;
+  return {};
+}
+
+Result<ResolvedSources> Sandbox::ResolveSources(const LaunchPlan& plan, const RuntimePaths& paths) {
+  ResolvedSources out;
+  out.fds.resize(plan.sources.size());
+  out.stats.resize(plan.sources.size());
+  for (size_t i = 0; i < plan.sources.size(); ++i) {
+    const auto& s = plan.sources[i];
+    if (s.kind == PlannedSource::kUpper) continue;
+    auto fd = fs::OpenHostPath(s.host_path);
+    if (!fd) {
+      Error e = fd.error();
+      e.op = "mount source";
+      return std::unexpected(e);
+    }
+    if (fstat(fd->get(), &out.stats[i]) < 0) return Errno("stat", s.host_path);
+    if (s.kind == PlannedSource::kHostRW && out.stats[i].st_uid == 0 && !s.allow_root_owner)
+      return Fail("mount source", s.host_path +
+                                      " is owned by root: a read-write mount would let the sandbox write as "
+                                      "root there; add allow-root (--mount SRC:DST:rw,allow-root) if you mean it");
+    out.fds[i] = std::move(*fd);
+  }
+  UniqueFd init_path_fd = TRY(fs::OpenHostPath(paths.init_binary));
+  // airlock-init runs from a read-only, nosuid copy of its mount: nothing in
+  // the sandbox can write the host binary back through /proc/1/exe.
+  out.init_exec = TRY(fs::CloneMount(init_path_fd.get(), paths.init_binary, kRoNoSuidNoDev, -1));
+  return out;
+}
+
+Result<std::vector<UniqueFd>> Sandbox::BuildMounts(const LaunchPlan& plan, const ResolvedSources& sources,
+                                                   const storage::Subvolume* subvolume) {
+  // Idmapped mounts need the child's user namespace: they are made now.
+  std::string userns_path = "/proc/" + std::to_string(init_pid_) + "/ns/user";
+  UniqueFd userns(open(userns_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!userns) return Errno("open", userns_path);
+  std::vector<UniqueFd> mounts;
+  for (size_t i = 0; i < plan.sources.size(); ++i) {
+    const auto& s = plan.sources[i];
+    const int fd = sources.fds[i].get();
+    switch (s.kind) {
+      case PlannedSource::kLayer:
+      case PlannedSource::kImageBind:
+        mounts.push_back(TRY(fs::CloneMount(fd, s.host_path, kRoNoSuidNoDev, userns.get())));
+        break;
+      case PlannedSource::kUpper:
+        mounts.push_back(TRY(fs::CloneMount(subvolume->dir.get(), subvolume->path,
+                                            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, userns.get())));
+        break;
+      case PlannedSource::kHostRO:
+        mounts.push_back(TRY(fs::CloneMount(fd, s.host_path, kRoNoSuidNoDev, -1)));
+        break;
+      case PlannedSource::kHostRW: {
+        // What the sandbox user writes lands as the directory's host owner.
+        const auto& st = sources.stats[i];
+        UniqueFd ns = TRY(fs::MakeSingleIdUserns(st.st_uid, res_->ids.base + spec_.process.uid, st.st_gid,
+                                                 res_->ids.base + spec_.process.gid));
+        mounts.push_back(TRY(fs::CloneMount(fd, s.host_path, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, ns.get())));
+        break;
+      }
+    }
+  }
+  return mounts;
+}
+
+Result<void> Sandbox::AwaitInit(const LaunchPlan& plan, const std::optional<Error>& send_failed) {
+  for (;;) {
+    auto msg = proto::ReceiveMessage(channel_.get());
+    // A peer that closed with our messages unread makes the first read fail
+    // with ECONNRESET; what it sent before is still queued behind it.
+    if (!msg && msg.error().err == ECONNRESET) msg = proto::ReceiveMessage(channel_.get());
+    if (!msg) {
+      if (send_failed) return std::unexpected(*send_failed);
+      int status = 0;
+      if (waitpid(init_pid_, &status, 0) == init_pid_) {
+        reaped_ = true;
+        init_wait_status_ = status;
+      }
+      return Fail("sandbox setup", "the sandbox child ended without a report (" + msg.error().Message() +
+                                       (WIFSIGNALED(status) ? ", signal " + std::to_string(WTERMSIG(status))
+                                                            : ", status " + std::to_string(WEXITSTATUS(status))) +
+                                       ")");
+    }
+    if (msg->type == proto::Type::kTimings && timing_enabled_ &&
+        msg->payload.size() == sizeof(uint64_t) * static_cast<size_t>(ChildStep::kCount)) {
+      // The steps after init-fds run once the record is sent: their time
+      // is part of await-init.
+      for (int i = 0; i <= static_cast<int>(ChildStep::kInitFds); ++i) {
+        uint64_t ns;
+        memcpy(&ns, msg->payload.data() + i * sizeof(uint64_t), sizeof(ns));
+        timings_.push_back({std::string("child:") + ChildStepName(static_cast<ChildStep>(i)), ns});
+      }
+      continue;
+    }
+    if (msg->type == proto::Type::kSetupFailed) {
+      auto f = TRY(proto::DecodeSetupFailed(msg->payload));
+      if (f.step >= static_cast<uint32_t>(ChildStep::kCount)) return Fail("sandbox setup", "unknown step in report");
+      std::string detail = FailureDetail(plan, f);
+      return ErrnoValue(f.err,
+                        std::string("sandbox setup failed at step \"") +
+                            ChildStepName(static_cast<ChildStep>(f.step)) + "\"",
+                        detail);
+    }
+    if (msg->type == proto::Type::kHello) {
+      TRY(proto::DecodeHello(msg->payload));
+      if (send_failed) return std::unexpected(*send_failed);
+      break;
+    }
+    return Fail("sandbox setup", "unexpected message type " + std::to_string(static_cast<int>(msg->type)));
+  }
+  return {};
+}
+
+Result<void> Sandbox::PlaceSpawner(bool born_in_init_group) {
+  // On cgroup v1 the spawner moved itself to the workload group before it
+  // read anything. On v2 it was born in init's group: every process there
+  // but init is the spawner; move it to the workload group.
+  auto pids = TRY(res_->cgroup->InitPids());
+  int others = 0;
+  for (pid_t p : pids) {
+    if (p == init_pid_) continue;
+    if (born_in_init_group) TRY(res_->cgroup->MoveToWork(p));
+    ++others;
+  }
+  if (others != (born_in_init_group ? 1 : 0))
+    return Fail("sandbox setup", "unexpected processes in init's cgroup (" + std::to_string(others) + ")");
+  return {};
+}
+
 Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& options) {
   // The network namespace (~0.3 ms) is made on another thread meanwhile.
   Result<UniqueFd> netns = Fail("netns", "not made");
@@ -187,15 +326,7 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
   Time("cleanup-stale", t);
 
   t = NowNs();
-  res_->record.emplace(TRY(SandboxRecord::Create(paths, spec_.id)));
-  res_->idranges_path = paths.IdRanges();
-  TRY(res_->record->Note("idrange", spec_.id));
-  storage::IdAllocator allocator(paths.IdRanges());
-  // A one-shot sandbox can't outlive the host's uptime: skip the fsyncs.
-  allocator.set_durable(!options.oneshot);
-  res_->durable_ids = !options.oneshot;
-  res_->ids = TRY(allocator.Allocate(spec_.id));
-  res_->has_ids = true;
+  TRY(ClaimIdentity(paths, options));
   Time("id-range", t);
 
   t = NowNs();
@@ -239,28 +370,7 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
 
   // Resolve every host path once, before the child exists.
   t = NowNs();
-  std::vector<UniqueFd> host_fds(plan.sources.size());
-  std::vector<struct stat> host_stats(plan.sources.size());
-  for (size_t i = 0; i < plan.sources.size(); ++i) {
-    const auto& s = plan.sources[i];
-    if (s.kind == PlannedSource::kUpper) continue;
-    auto fd = fs::OpenHostPath(s.host_path);
-    if (!fd) {
-      Error e = fd.error();
-      e.op = "mount source";
-      return std::unexpected(e);
-    }
-    if (fstat(fd->get(), &host_stats[i]) < 0) return Errno("stat", s.host_path);
-    if (s.kind == PlannedSource::kHostRW && host_stats[i].st_uid == 0 && !s.allow_root_owner)
-      return Fail("mount source", s.host_path +
-                                      " is owned by root: a read-write mount would let the sandbox write as "
-                                      "root there; add allow-root (--mount SRC:DST:rw,allow-root) if you mean it");
-    host_fds[i] = std::move(*fd);
-  }
-  UniqueFd init_path_fd = TRY(fs::OpenHostPath(paths.init_binary));
-  // airlock-init runs from a read-only, nosuid copy of its mount: nothing in
-  // the sandbox can write the host binary back through /proc/1/exe.
-  UniqueFd init_exec = TRY(fs::CloneMount(init_path_fd.get(), paths.init_binary, kRoNoSuidNoDev, -1));
+  ResolvedSources sources = TRY(ResolveSources(plan, paths));
   Time("resolve-sources", t);
 
   t = NowNs();
@@ -275,7 +385,7 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
   ChildContext ctx;
   ctx.plan = &plan;
   ctx.sock = child_end.get();
-  ctx.init_exec_fd = init_exec.get();
+  ctx.init_exec_fd = sources.init_exec.get();
   ctx.stage_path = stage.c_str();
   ctx.filters = filters.data();
   ctx.filter_count = static_cast<int>(filters.size());
@@ -332,35 +442,7 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
   Time("oom-score", t);
 
   t = NowNs();
-  std::string userns_path = "/proc/" + std::to_string(init_pid_) + "/ns/user";
-  UniqueFd userns(open(userns_path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!userns) return Errno("open", userns_path);
-  std::vector<UniqueFd> mounts;
-  for (size_t i = 0; i < plan.sources.size(); ++i) {
-    const auto& s = plan.sources[i];
-    switch (s.kind) {
-      case PlannedSource::kLayer:
-      case PlannedSource::kImageBind:
-        mounts.push_back(TRY(fs::CloneMount(host_fds[i].get(), s.host_path, kRoNoSuidNoDev, userns.get())));
-        break;
-      case PlannedSource::kUpper:
-        mounts.push_back(TRY(fs::CloneMount(subvolume->dir.get(), subvolume->path,
-                                            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, userns.get())));
-        break;
-      case PlannedSource::kHostRO:
-        mounts.push_back(TRY(fs::CloneMount(host_fds[i].get(), s.host_path, kRoNoSuidNoDev, -1)));
-        break;
-      case PlannedSource::kHostRW: {
-        // What the sandbox user writes lands as the directory's host owner.
-        const auto& st = host_stats[i];
-        UniqueFd ns = TRY(fs::MakeSingleIdUserns(st.st_uid, res_->ids.base + spec_.process.uid, st.st_gid,
-                                                 res_->ids.base + spec_.process.gid));
-        mounts.push_back(TRY(fs::CloneMount(host_fds[i].get(), s.host_path, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-                                            ns.get())));
-        break;
-      }
-    }
-  }
+  std::vector<UniqueFd> mounts = TRY(BuildMounts(plan, sources, subvolume ? &*subvolume : nullptr));
   // A send fails (EPIPE) when the child has already failed a step and
   // exited: its report is then waiting on the channel, and the loop below
   // reads it; the send error is only the fallback.
@@ -389,65 +471,11 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
   // The child runs its steps; it answers with a failure record or, once it
   // is airlock-init, a hello.
   t = NowNs();
-  for (;;) {
-    auto msg = proto::ReceiveMessage(channel_.get());
-    // A peer that closed with our messages unread makes the first read fail
-    // with ECONNRESET; what it sent before is still queued behind it.
-    if (!msg && msg.error().err == ECONNRESET) msg = proto::ReceiveMessage(channel_.get());
-    if (!msg) {
-      if (send_failed) return std::unexpected(*send_failed);
-      int status = 0;
-      if (waitpid(init_pid_, &status, 0) == init_pid_) {
-        reaped_ = true;
-        init_wait_status_ = status;
-      }
-      return Fail("sandbox setup", "the sandbox child ended without a report (" + msg.error().Message() +
-                                       (WIFSIGNALED(status) ? ", signal " + std::to_string(WTERMSIG(status))
-                                                            : ", status " + std::to_string(WEXITSTATUS(status))) +
-                                       ")");
-    }
-    if (msg->type == proto::Type::kTimings && timing_enabled_ &&
-        msg->payload.size() == sizeof(uint64_t) * static_cast<size_t>(ChildStep::kCount)) {
-      // The steps after init-fds run once the record is sent: their time
-      // is part of await-init.
-      for (int i = 0; i <= static_cast<int>(ChildStep::kInitFds); ++i) {
-        uint64_t ns;
-        memcpy(&ns, msg->payload.data() + i * sizeof(uint64_t), sizeof(ns));
-        timings_.push_back({std::string("child:") + ChildStepName(static_cast<ChildStep>(i)), ns});
-      }
-      continue;
-    }
-    if (msg->type == proto::Type::kSetupFailed) {
-      auto f = TRY(proto::DecodeSetupFailed(msg->payload));
-      if (f.step >= static_cast<uint32_t>(ChildStep::kCount)) return Fail("sandbox setup", "unknown step in report");
-      std::string detail = FailureDetail(plan, f);
-      return ErrnoValue(f.err,
-                        std::string("sandbox setup failed at step \"") +
-                            ChildStepName(static_cast<ChildStep>(f.step)) + "\"",
-                        detail);
-    }
-    if (msg->type == proto::Type::kHello) {
-      TRY(proto::DecodeHello(msg->payload));
-      if (send_failed) return std::unexpected(*send_failed);
-      break;
-    }
-    return Fail("sandbox setup", "unexpected message type " + std::to_string(static_cast<int>(msg->type)));
-  }
+  TRY(AwaitInit(plan, send_failed));
   Time("await-init", t);
 
-  // On cgroup v1 the spawner moved itself to the workload group before its
-  // exec. On v2 it was born in init's group: every process there but init
-  // is the spawner; move it to the workload group, where commands fork.
   t = NowNs();
-  auto pids = TRY(res_->cgroup->InitPids());
-  int others = 0;
-  for (pid_t p : pids) {
-    if (p == init_pid_) continue;
-    if (join.use_clone_into_cgroup) TRY(res_->cgroup->MoveToWork(p));
-    ++others;
-  }
-  if (others != (join.use_clone_into_cgroup ? 1 : 0))
-    return Fail("sandbox setup", "unexpected processes in init's cgroup (" + std::to_string(others) + ")");
+  TRY(PlaceSpawner(join.use_clone_into_cgroup));
   Time("place-spawner", t);
   if (options.first_process && join.use_clone_into_cgroup) TRY(Exec(*options.first_process, options.first_stdio));
   return {};
@@ -638,61 +666,5 @@ Result<void> Sandbox::HandOffTeardown() {
 }
 
 Sandbox::~Sandbox() { Destroy(); }
-
-int Outcome::ExitStatus() const {
-  switch (kind) {
-    case Kind::kExited: return code;
-    case Kind::kSignaled: return 128 + signal;
-    case Kind::kTimedOut: return 124;
-    case Kind::kExecFailed: return exec_errno == ENOENT ? 127 : 126;
-    case Kind::kInitDied: return 125;
-  }
-  return 125;
-}
-
-std::string Outcome::Describe(const SandboxSpec& spec) const {
-  std::string msg;
-  auto limit = [](const std::optional<uint64_t>& v) { return v ? std::to_string(*v) : std::string("none"); };
-  auto size = [](const std::optional<uint64_t>& v) {
-    if (!v) return std::string("none");
-    const char* units[] = {"", "K", "M", "G", "T"};
-    uint64_t n = *v;
-    int u = 0;
-    while (u < 4 && n >= 1024 && n % 1024 == 0) {
-      n /= 1024;
-      ++u;
-    }
-    return std::to_string(n) + units[u];
-  };
-  switch (kind) {
-    case Kind::kExited:
-      if (oom_killed) msg = "a process in the sandbox was killed by the OOM killer (memory limit " +
-                            size(spec.limits.memory_bytes) + ")";
-      break;
-    case Kind::kSignaled:
-      if (oom_killed)
-        msg = "command killed by the OOM killer (memory limit " + size(spec.limits.memory_bytes) + ")";
-      else
-        msg = std::string("command killed by signal ") + std::to_string(signal) + " (" + sigabbrev_np(signal) + ")";
-      break;
-    case Kind::kTimedOut:
-      msg = "command timed out after " + std::to_string(spec.timeout.count()) + " ms; the sandbox was killed";
-      break;
-    case Kind::kExecFailed:
-      msg = "can't run " + (spec.process.argv.empty() ? std::string("?") : spec.process.argv[0]) + ": " + exec_stage +
-            " failed: " + ErrnoName(exec_errno) + " (" + strerror(exec_errno) + ")";
-      break;
-    case Kind::kInitDied:
-      msg = "airlock-init died before the command finished" +
-            (signal ? " (signal " + std::to_string(signal) + ")" : " (status " + std::to_string(code) + ")");
-      if (oom_killed) msg += "; the sandbox was out of memory";
-      break;
-  }
-  if (pids_limit_hits > 0) {
-    if (!msg.empty()) msg += "; ";
-    msg += "the pids limit (" + limit(spec.limits.pids) + ") refused " + std::to_string(pids_limit_hits) + " forks";
-  }
-  return msg;
-}
 
 }  // namespace airlock

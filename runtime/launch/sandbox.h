@@ -9,10 +9,12 @@
 // removal: they all live in the sandbox's own mount namespace.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -21,7 +23,9 @@
 #include "runtime/core/error.h"
 #include "runtime/core/unique_fd.h"
 #include "runtime/launch/state.h"
+#include "runtime/spec/plan.h"
 #include "runtime/spec/spec.h"
+#include "runtime/storage/pool.h"
 
 namespace airlock {
 
@@ -41,6 +45,14 @@ struct CgroupJoinFiles {
   std::vector<UniqueFd> owned;
   std::vector<int> fds;
   bool use_clone_into_cgroup = false;
+};
+
+// Host paths of a plan resolved once (openat2, no symlinks), with their
+// owners, and airlock-init's read-only exec mount.
+struct ResolvedSources {
+  std::vector<UniqueFd> fds;  // by plan source; empty for the pool upper
+  std::vector<struct stat> stats;
+  UniqueFd init_exec;
 };
 
 struct StepTiming {
@@ -98,6 +110,13 @@ class Sandbox {
   struct Resources;
   Result<void> Launch(const RuntimePaths& paths, const LaunchOptions& options);
   Result<CgroupJoinFiles> MakeCgroup(const cgroups::Layout& layout);
+  // Launch's phases, in order.
+  Result<void> ClaimIdentity(const RuntimePaths& paths, const LaunchOptions& options);
+  Result<ResolvedSources> ResolveSources(const LaunchPlan& plan, const RuntimePaths& paths);
+  Result<std::vector<UniqueFd>> BuildMounts(const LaunchPlan& plan, const ResolvedSources& sources,
+                                            const storage::Subvolume* subvolume);
+  Result<void> AwaitInit(const LaunchPlan& plan, const std::optional<Error>& send_failed);
+  Result<void> PlaceSpawner(bool born_in_init_group);
   void Time(const char* step, uint64_t start_ns);
 
   SandboxSpec spec_;
