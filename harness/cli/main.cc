@@ -69,7 +69,7 @@ RuntimePaths DefaultPaths() {
       p.init_binary = candidate;
       break;
     }
-  for (std::string candidate : {dir + "/../share/airlock/seccomp-profiles",
+  for (std::string candidate : {dir + "/seccomp-profiles", dir + "/../share/airlock/seccomp-profiles",
                                 std::string(AIRLOCK_SOURCE_DIR) + "/seccomp-profiles"})
     if (Exists(candidate)) {
       p.profiles_dir = candidate;
