@@ -16,6 +16,7 @@
 #include "harness/cli/options.h"
 #include "harness/cli/users.h"
 #include "images/host/host_image.h"
+#include "runtime/checkpoint/criu.h"
 #include "runtime/core/kernel_check.h"
 #include "runtime/launch/sandbox.h"
 #include "runtime/launch/state.h"
@@ -204,6 +205,10 @@ int main(int argc, char** argv) {
     auto k = CheckKernel();
     if (!k) cli::Die(k.error().Message());
     printf("kernel ok (time namespace: %s)\n", k->time_namespace ? "yes" : "no");
+    // CRIU is optional: full snapshots need it, nothing else does.
+    auto criu = checkpoint::Criu::Load();
+    auto usable = criu ? (*criu)->Check() : Result<void>(std::unexpected(criu.error()));
+    printf("criu: %s\n", usable ? "ok" : ("unavailable: " + usable.error().Message()).c_str());
     return 0;
   }
   if (cmd == "cleanup") {
