@@ -199,8 +199,7 @@ StepResult CgroupNamespace(Syscalls& sys, ChildContext& ctx) {
   if (n % 3 != 0) return StepError{EPROTO};
   ctx.cg_per_list = n / 3;
   // The cgroup namespace is made while in the sandbox's group, so that group
-  // is its root and init sees itself in /init, commands in /work. A time
-  // namespace applies to children only: the spawner and commands.
+  // is its root and init sees itself in /init, commands in /work.
   STEP_CHECK(JoinCgroups(sys, ctx, kGroupList), 0);
   STEP_CHECK(sys.Unshare(ctx.plan->late_unshare_flags), -1);
   STEP_CHECK(JoinCgroups(sys, ctx, kInitList), 1);

@@ -405,7 +405,8 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
   netns_thread.join();
   if (!netns) return std::unexpected(netns.error());
   auto in_netns = TRY(net::ScopedNetns::Enter(netns->get()));
-  args.flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_PIDFD;
+  args.flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_PIDFD |
+               (plan.clone_time_ns ? CLONE_NEWTIME : 0);
   args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
   args.exit_signal = SIGCHLD;
   if (join.use_clone_into_cgroup) {

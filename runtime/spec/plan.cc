@@ -115,7 +115,11 @@ Result<LaunchPlan> BuildLaunchPlan(const SandboxSpec& spec, bool upper_on_pool, 
   for (int cap = 0; cap <= CAP_LAST_CAP + 8; ++cap)
     if (std::find(kept.begin(), kept.end(), cap) == kept.end()) plan.dropped_caps.push_back(cap);
 
-  plan.late_unshare_flags = CLONE_NEWCGROUP | (has_time_ns ? CLONE_NEWTIME : 0);
+  plan.late_unshare_flags = CLONE_NEWCGROUP;
+  // The time namespace comes with clone3, so init itself is in it: after an
+  // unshare only init's children would be, and CRIU refuses such a tree
+  // ("Can't dump nested time namespace"), seen in the guest lane.
+  plan.clone_time_ns = has_time_ns;
   return plan;
 }
 

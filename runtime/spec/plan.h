@@ -83,7 +83,8 @@ struct LaunchPlan {
   std::string overlay_lowerdir;        // "l0:l1:..." relative to the stage
   std::vector<PlannedMount> mounts;
   std::vector<int> dropped_caps;       // removed from the bounding set
-  int late_unshare_flags = 0;          // CLONE_NEWCGROUP (| CLONE_NEWTIME)
+  int late_unshare_flags = 0;          // CLONE_NEWCGROUP
+  bool clone_time_ns = false;          // CLONE_NEWTIME in the clone3 flags
 };
 
 // Capabilities commands may keep (Docker's default set without MKNOD and
