@@ -1,15 +1,22 @@
 #!/bin/sh
 # Installs what airlock needs to build and run on Debian bookworm, then
 # builds it into ./build. Idempotent: packages already present are skipped.
-# Usage: tools/setup.sh [--bench]   (--bench adds the peers for tools/bench/)
+# Usage: tools/setup.sh [--bench] [--vm]
+#   --bench  adds the peers for tools/bench/ (bubblewrap, crun, runc, hyperfine)
+#   --vm     adds what the guest lane needs: QEMU, and CRIU with iptables
+#            (the guest's /usr is a copy of the host's)
 set -eu
 cd "$(dirname "$0")/.."
 
 packages="build-essential cmake pkg-config libseccomp-dev libcap-dev libmnl-dev
   nlohmann-json3-dev catch2 btrfs-progs python3"
-if [ "${1:-}" = "--bench" ]; then
-  packages="$packages hyperfine bubblewrap runc crun util-linux"
-fi
+for arg in "$@"; do
+  case "$arg" in
+    --bench) packages="$packages hyperfine bubblewrap runc crun util-linux" ;;
+    --vm) packages="$packages qemu-system-x86 qemu-utils criu iptables" ;;
+    *) echo "setup: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
 
 missing=""
 for p in $packages; do

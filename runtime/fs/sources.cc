@@ -6,14 +6,31 @@
 #include <linux/sched.h>
 #include <sched.h>
 #include <signal.h>
+#include <linux/magic.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 
 namespace airlock::fs {
 namespace {
+
+std::string FsTypeName(__fsword_t type) {
+  switch (type) {
+    case TMPFS_MAGIC: return "tmpfs";
+    case NFS_SUPER_MAGIC: return "nfs";
+    case OVERLAYFS_SUPER_MAGIC: return "overlayfs";
+    case 0x65735546: return "fuse";
+    default: {
+      char buf[32];
+      snprintf(buf, sizeof(buf), "filesystem 0x%lx", static_cast<unsigned long>(type));
+      return buf;
+    }
+  }
+}
 
 Result<void> WriteFile(const std::string& path, const std::string& content) {
   UniqueFd fd(open(path.c_str(), O_WRONLY | O_CLOEXEC));
@@ -50,8 +67,19 @@ Result<UniqueFd> CloneMount(int fd, const std::string& what, uint64_t attr_set, 
     attr.userns_fd = static_cast<uint64_t>(userns_fd);
   }
   if (attr.attr_set != 0 &&
-      syscall(SYS_mount_setattr, mnt.get(), "", AT_EMPTY_PATH, &attr, sizeof(attr)) < 0)
-    return Errno(userns_fd >= 0 ? "mount_setattr (idmap)" : "mount_setattr", what);
+      syscall(SYS_mount_setattr, mnt.get(), "", AT_EMPTY_PATH, &attr, sizeof(attr)) < 0) {
+    int err = errno;
+    if (userns_fd >= 0 && err == EINVAL) {
+      // The filesystem can't be idmapped on this kernel (tmpfs before 6.3,
+      // many network filesystems): say which one.
+      struct statfs sfs;
+      std::string type = fstatfs(fd, &sfs) == 0 ? FsTypeName(sfs.f_type) : "this filesystem";
+      return ErrnoValue(err, "mount_setattr (idmap)",
+                        what + ": " + type + " doesn't support idmapped mounts on this kernel; use a source on "
+                                             "ext4, xfs or btrfs (tmpfs needs Linux 6.3)");
+    }
+    return ErrnoValue(err, userns_fd >= 0 ? "mount_setattr (idmap)" : "mount_setattr", what);
+  }
   return mnt;
 }
 

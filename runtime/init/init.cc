@@ -191,6 +191,13 @@ class Init {
     pid_t spawner = fork();
     if (spawner < 0) Die(125);
     if (spawner == 0) {
+      // init's -1000 (set by the runtime where it may) must not pass to the
+      // workload: with memory.oom.group the kernel would find nothing it may
+      // kill ("no killable processes") and the sandbox would hang instead of
+      // losing a process. Raising one's own score needs no privilege.
+      int adj = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+      if (adj < 0 || write(adj, "0", 1) != 1) _exit(125);
+      close(adj);
       for (int i = 0; i < cgroup_fds_; ++i)
         if (write(proto::kInitCgroupFdBase + i, "0", 1) != 1) _exit(125);
       CloseCgroupFds();

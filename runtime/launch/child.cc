@@ -21,6 +21,7 @@ namespace airlock {
 namespace {
 
 constexpr uint64_t kBeneath = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+constexpr const char* kInitInTree = "dev/.airlock-init";
 
 struct StepError {
   int err;
@@ -164,6 +165,24 @@ int Attach(Syscalls& sys, int mount_fd, int target_fd) {
 }
 
 // ---- the steps --------------------------------------------------------------
+
+StepResult Network(Syscalls& sys, ChildContext& ctx) {
+  // Only for a checkpointable sandbox (see LaunchPlan::child_netns); first,
+  // so that it overlaps the parent's work on the id maps and mounts.
+  if (!ctx.plan->child_netns) return {};
+  STEP_CHECK(sys.Unshare(CLONE_NEWNET), -1);
+  STEP_CHECK(sys.LoopbackUp(), -1);
+  // A socket belongs to the network namespace it was made in, and CRIU finds
+  // sockets through that namespace's sock_diag: the channel to the runtime
+  // is remade here, and the runtime's end sent back over the old one.
+  int sv[2];
+  STEP_CHECK(sys.SocketPair(sv), -1);
+  STEP_CHECK(sys.SendFd(ctx.sock, static_cast<uint16_t>(proto::Type::kChannel), sv[0]), -1);
+  sys.Close(sv[0]);
+  sys.Close(ctx.sock);
+  ctx.sock = sv[1];
+  return {};
+}
 
 StepResult AwaitParent(Syscalls& sys, ChildContext& ctx) {
   int n = sys.ReceiveFds(ctx.sock, ctx.fds, proto::kMaxFds);
@@ -353,6 +372,15 @@ StepResult Mounts(Syscalls& sys, ChildContext& ctx) {
     if (r < 0) DropDirCache(sys, cache);
     STEP_CHECK(r, static_cast<int>(i));
   }
+  if (ctx.plan->init_in_tree) {
+    // The fd keeps naming the same mount once it is attached: the exec
+    // below maps the file from a mount inside the sandbox's namespace.
+    int t = OpenMountpoint(sys, ctx.root_fd, kInitInTree, true, true, cache);
+    int r = t < 0 ? t : Attach(sys, ctx.init_exec_fd, t);
+    if (t >= 0) sys.Close(t);
+    DropDirCache(sys, cache);
+    STEP_CHECK(r, static_cast<int>(mounts.size()));
+  }
   DropDirCache(sys, cache);
   return {};
 }
@@ -473,7 +501,7 @@ StepResult ExecInit(Syscalls& sys, ChildContext& ctx) {
 
 using StepFn = StepResult (*)(Syscalls&, ChildContext&);
 constexpr StepFn kSteps[] = {
-    AwaitParent, SetIds,   MakePrivate, Stage,        AttachLayers,
+    Network,     AwaitParent, SetIds,   MakePrivate, Stage,        AttachLayers,
     Overlay,     Mounts,      CgroupNamespace, PivotRoot, Stdio,   Hostname,
     Rlimits,     InitFds,     Capabilities, NoNewPrivs, Seccomp,  ExecInit,
 };

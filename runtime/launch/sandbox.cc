@@ -70,6 +70,7 @@ std::string FailureDetail(const LaunchPlan& plan, const proto::SetupFailed& f) {
     case ChildStep::kAttachLayers:
       return i < plan.sources.size() ? plan.sources[i].host_path : std::string();
     case ChildStep::kMounts:
+      if (i == plan.mounts.size()) return "/dev/.airlock-init from " + std::string("airlock-init");
       if (i < plan.mounts.size()) {
         const auto& m = plan.mounts[i];
         std::string d = "/" + m.target;
@@ -129,6 +130,18 @@ Result<CgroupJoinFiles> OpenJoinFiles(const cgroups::Layout& layout, const std::
 }
 
 }  // namespace
+
+// "sandbox setup failed at step "pivot-root": EINVAL (…)" from a child's
+// failure record.
+static std::unexpected<Error> SetupFailure(const LaunchPlan& plan, std::string_view payload) {
+  auto f = proto::DecodeSetupFailed(payload);
+  if (!f) return std::unexpected(f.error());
+  if (f->step >= static_cast<uint32_t>(ChildStep::kCount)) return Fail("sandbox setup", "unknown step in report");
+  return ErrnoValue(f->err,
+                    std::string("sandbox setup failed at step \"") + ChildStepName(static_cast<ChildStep>(f->step)) +
+                        "\"",
+                    FailureDetail(plan, *f));
+}
 
 struct Sandbox::Resources {
   std::optional<SandboxRecord> record;
@@ -270,15 +283,7 @@ Result<void> Sandbox::AwaitInit(const LaunchPlan& plan, const std::optional<Erro
       }
       continue;
     }
-    if (msg->type == proto::Type::kSetupFailed) {
-      auto f = TRY(proto::DecodeSetupFailed(msg->payload));
-      if (f.step >= static_cast<uint32_t>(ChildStep::kCount)) return Fail("sandbox setup", "unknown step in report");
-      std::string detail = FailureDetail(plan, f);
-      return ErrnoValue(f.err,
-                        std::string("sandbox setup failed at step \"") +
-                            ChildStepName(static_cast<ChildStep>(f.step)) + "\"",
-                        detail);
-    }
+    if (msg->type == proto::Type::kSetupFailed) return SetupFailure(plan, msg->payload);
     if (msg->type == proto::Type::kHello) {
       TRY(proto::DecodeHello(msg->payload));
       if (send_failed) return std::unexpected(*send_failed);
@@ -306,9 +311,11 @@ Result<void> Sandbox::PlaceSpawner(bool born_in_init_group) {
 }
 
 Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& options) {
-  // The network namespace (~0.3 ms) is made on another thread meanwhile.
+  // The network namespace (~0.3 ms) is made on another thread meanwhile,
+  // unless the sandbox must be checkpointable (then the child makes it).
   Result<UniqueFd> netns = Fail("netns", "not made");
-  std::thread netns_thread([&netns] { netns = net::CreateLoopbackNetns(); });
+  std::thread netns_thread;
+  if (!options.checkpointable) netns_thread = std::thread([&netns] { netns = net::CreateLoopbackNetns(); });
   struct Joiner {
     std::thread& t;
     ~Joiner() {
@@ -332,6 +339,8 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
   t = NowNs();
   const bool on_pool = spec_.limits.disk_bytes.has_value();
   LaunchPlan plan = TRY(BuildLaunchPlan(spec_, on_pool, features.time_namespace));
+  plan.child_netns = options.checkpointable;
+  plan.init_in_tree = options.checkpointable;
   Time("plan", t);
 
   // On cgroup v2 the child is born in its group (CLONE_INTO_CGROUP), so the
@@ -402,9 +411,12 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
   clone_args args{};
   // The child is born in the network namespace the helper thread made: the
   // launching thread enters it for the clone3 only.
-  netns_thread.join();
-  if (!netns) return std::unexpected(netns.error());
-  auto in_netns = TRY(net::ScopedNetns::Enter(netns->get()));
+  std::optional<net::ScopedNetns> in_netns;
+  if (!plan.child_netns) {
+    netns_thread.join();
+    if (!netns) return std::unexpected(netns.error());
+    in_netns.emplace(TRY(net::ScopedNetns::Enter(netns->get())));
+  }
   args.flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_PIDFD |
                (plan.clone_time_ns ? CLONE_NEWTIME : 0);
   args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
@@ -423,7 +435,7 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
   }
   init_pid_ = static_cast<pid_t>(pid);
   pidfd_.Reset(pidfd);
-  TRY(in_netns.Leave());
+  if (in_netns) TRY(in_netns->Leave());
   child_end.Reset();
   channel_ = std::move(parent_end);
   Time("clone", t);
@@ -441,6 +453,17 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
   if (auto adj = WriteProcFile(init_pid_, "oom_score_adj", "-1000"); !adj && adj.error().err != EACCES)
     return std::unexpected(adj.error());
   Time("oom-score", t);
+
+  if (plan.child_netns) {
+    // The child remade the channel in its own network namespace (see the
+    // network step); everything from here goes over the new one.
+    auto msg = proto::ReceiveMessage(channel_.get());
+    if (msg && msg->type == proto::Type::kSetupFailed) return SetupFailure(plan, msg->payload);
+    if (!msg || msg->type != proto::Type::kChannel || msg->fds.size() != 1)
+      return Fail("sandbox setup", "the child didn't hand over its channel" +
+                                       (msg ? std::string() : " (" + msg.error().Message() + ")"));
+    channel_ = std::move(msg->fds[0]);
+  }
 
   t = NowNs();
   std::vector<UniqueFd> mounts = TRY(BuildMounts(plan, sources, subvolume ? &*subvolume : nullptr));

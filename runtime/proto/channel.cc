@@ -297,7 +297,7 @@ Result<Message> ReceiveMessage(int sock, bool dont_wait) {
     return Fail("sandbox channel", "protocol version " + std::to_string(h.version) + ", expected " + std::to_string(kVersion));
   if (h.length != static_cast<size_t>(n) - sizeof(Header))
     return Fail("sandbox channel", "length field " + std::to_string(h.length) + " doesn't match the datagram");
-  if (h.type < 1 || h.type > static_cast<uint16_t>(Type::kTimings))
+  if (h.type < 1 || h.type > static_cast<uint16_t>(Type::kChannel))
     return Fail("sandbox channel", "unknown message type " + std::to_string(h.type));
   if (out.fds.size() > kMaxFds) return Fail("sandbox channel", "too many fds");
   out.type = static_cast<Type>(h.type);

@@ -40,6 +40,8 @@ enum class Type : uint16_t {
   kExited = 6,       // init -> runtime: {id, exit code, signal}
   kGo = 7,           // runtime -> launch child: id maps written; fds: the plan's sources
   kTimings = 8,      // launch child -> runtime: u64 nanoseconds per child step
+  kChannel = 9,      // launch child -> runtime: the runtime's end of a new channel
+                     // made in the sandbox's own network namespace (checkpointable)
 };
 
 struct SetupFailed {

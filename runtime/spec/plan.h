@@ -52,6 +52,7 @@ struct PlannedSource {
 
 // The steps of the child, in order. Names appear in errors and timings.
 enum class ChildStep : uint8_t {
+  kNetwork,
   kAwaitParent,
   kSetIds,
   kMakePrivate,
@@ -85,6 +86,16 @@ struct LaunchPlan {
   std::vector<int> dropped_caps;       // removed from the bounding set
   int late_unshare_flags = 0;          // CLONE_NEWCGROUP
   bool clone_time_ns = false;          // CLONE_NEWTIME in the clone3 flags
+  // The child makes its own network namespace (owned by the sandbox's user
+  // namespace) instead of entering one the runtime made (owned by the
+  // host's). CRIU 3.17 dumps only trees whose namespaces all belong to their
+  // user namespace: checkpointable sandboxes need this.
+  bool child_netns = false;
+  // airlock-init's read-only mount is attached inside the tree (at
+  // /dev/.airlock-init) before it is exec'd, instead of staying detached:
+  // CRIU must find the mount of every mapped file in the dumped mount
+  // namespace ("Can't lookup mount=N for fd=-3"). Checkpointable sandboxes.
+  bool init_in_tree = false;
 };
 
 // Capabilities commands may keep (Docker's default set without MKNOD and

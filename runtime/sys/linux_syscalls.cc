@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "runtime/net/loopback.h"
 #include "runtime/proto/channel.h"
 #include "runtime/security/seccomp.h"
 #include "runtime/sys/syscalls.h"
@@ -112,6 +113,10 @@ class RealSyscalls final : public Syscalls {
     pollfd p{sock, 0, 0};
     return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR));
   }
+  int SendFd(int sock, uint16_t type, int fd) override {
+    int fds[1] = {fd};
+    return proto::SendMessage(sock, static_cast<proto::Type>(type), {}, fds);
+  }
   int SocketPair(int sv[2]) override {
     return Ret(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv));
   }
@@ -154,6 +159,7 @@ class RealSyscalls final : public Syscalls {
     int err = seccomp::Install(prog);
     return err == 0 ? 0 : -err;
   }
+  int LoopbackUp() override { return net::BringUpLoopback(); }
   int ExecveAt(int fd, char* const argv[], char* const envp[]) override {
     return Ret(syscall(SYS_execveat, fd, "", argv, envp, AT_EMPTY_PATH));
   }

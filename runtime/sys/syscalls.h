@@ -53,6 +53,7 @@ class Syscalls {
   virtual int Receive(int sock, void* data, size_t len) = 0;     // one datagram; 0 at EOF
   virtual bool PeerHungUp(int sock) = 0;
   virtual int SocketPair(int sv[2]) = 0;  // AF_UNIX SOCK_SEQPACKET, close-on-exec
+  virtual int SendFd(int sock, uint16_t type, int fd) = 0;  // an empty proto message carrying fd
   virtual int Setsid() = 0;
 
   // Identity, namespaces, limits, privileges.
@@ -65,6 +66,7 @@ class Syscalls {
   virtual int SetNoNewPrivs() = 0;
   virtual int SetParentDeathSignal(int sig) = 0;
   virtual int InstallSeccomp(const sock_fprog& prog) = 0;
+  virtual int LoopbackUp() = 0;  // rtnetlink: set "lo" up in the current netns
   virtual int ExecveAt(int fd, char* const argv[], char* const envp[]) = 0;  // AT_EMPTY_PATH
 };
 

@@ -791,3 +791,24 @@ TEST_CASE("child: step timings are sent on the channel before exec", "[child]") 
   CHECK(Find(quiet.sys, "send <sock>") < 0);
 }
 
+
+TEST_CASE("child: a checkpointable sandbox makes its own network namespace first", "[child]") {
+  Harness h;
+  h.plan.child_netns = true;
+  REQUIRE_FALSE(h.Run().has_value());
+  INFO(h.sys.Dump());
+  // First of all, so it overlaps the parent's id maps and mounts; owned by
+  // the sandbox's user namespace, as CRIU needs.
+  CHECK(Find(h.sys, "unshare net") == 0);
+  CHECK(Find(h.sys, "loopback_up") == 1);
+  // The channel is remade in that namespace (CRIU finds sockets through
+  // it) and the runtime's end sent back over the old one.
+  CHECK(Find(h.sys, "socketpair") == 2);
+  CHECK(Find(h.sys, "sendfd <sock> type 9") == 3);
+  CHECK(Find(h.sys, "recvfds") > 3);
+
+  Harness plain;
+  REQUIRE_FALSE(plain.Run().has_value());
+  CHECK(Find(plain.sys, "unshare net") < 0);
+  CHECK(Find(plain.sys, "loopback_up") < 0);
+}

@@ -283,6 +283,9 @@ class FakeSyscalls final : public Syscalls {
     Log("peer_hung_up " + Fd(sock));
     return peer_hung_up;
   }
+  int SendFd(int sock, uint16_t type, int fd) override {
+    return Log("sendfd " + Fd(sock) + " type " + std::to_string(type) + " " + Fd(fd));
+  }
   int SocketPair(int sv[2]) override {
     int r = Log("socketpair");
     if (r < 0) return r;
@@ -325,6 +328,7 @@ class FakeSyscalls final : public Syscalls {
   int SetNoNewPrivs() override { return Log("no_new_privs"); }
   int SetParentDeathSignal(int sig) override { return Log("pdeathsig " + std::to_string(sig)); }
   int InstallSeccomp(const sock_fprog& prog) override { return Log("seccomp " + std::to_string(prog.len)); }
+  int LoopbackUp() override { return Log("loopback_up"); }
   int ExecveAt(int fd, char* const argv[], char* const envp[]) override {
     (void)envp;
     std::string line = "execveat " + Fd(fd);

@@ -397,7 +397,7 @@ TEST_CASE("proto: malformed headers are refused", "[proto]") {
   CHECK(refused(Frame(proto::kVersion, 4, 7, payload), "length too small").find("length") != std::string::npos);
   CHECK(refused(Frame(proto::kVersion, 4, 0xffffffff, payload), "length huge").find("length") != std::string::npos);
   CHECK(refused(Frame(proto::kVersion, 0, 8, payload), "type 0").find("type") != std::string::npos);
-  CHECK(refused(Frame(proto::kVersion, 9, 8, payload), "type 9").find("type") != std::string::npos);
+  CHECK(refused(Frame(proto::kVersion, 10, 8, payload), "type 10").find("type") != std::string::npos);
   CHECK(refused(std::string("\x01\x00\x04\x00", 4), "shorter than a header").find("header") != std::string::npos);
 
   // Fds that came with a refused message are closed.
