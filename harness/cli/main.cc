@@ -43,6 +43,8 @@ constexpr const char* kUsage =
     "  --net none                network: loopback only (the default)\n"
     "  --hostname NAME           hostname inside (default: sandbox)\n"
     "  --user NAME|UID           user inside (default: the image's, sandbox for host)\n"
+    "  --checkpointable          namespaces CRIU can dump (its network namespace then\n"
+    "                            belongs to the sandbox; ~0.3 ms slower to start)\n"
     "\n"
     "Other commands: airlock check (kernel features), airlock cleanup (remove what\n"
     "killed runs left), airlock version.\n";
@@ -155,6 +157,7 @@ int Run(const std::vector<std::string>& args) {
   LaunchOptions lo;
   const char* timings_env = getenv("AIRLOCK_TIMINGS");
   lo.timings = timings_env != nullptr && strcmp(timings_env, "1") == 0;
+  lo.checkpointable = opts->checkpointable;
 
   // Signals meant for the command are forwarded to it through init.
   sigset_t forward;

@@ -157,6 +157,8 @@ Result<RunOptions> ParseRunOptions(const std::vector<std::string>& args) {
     } else if (is("--hostname")) {
       TRY(value("--hostname", &v));
       o.hostname = v;
+    } else if (a == "--checkpointable") {
+      o.checkpointable = true;
     } else if (is("--user") || is("-u")) {
       TRY(value(is("--user") ? "--user" : "-u", &v));
       o.user = v;

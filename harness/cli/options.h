@@ -22,6 +22,7 @@ struct RunOptions {
   std::string seccomp = "default";
   std::string hostname = "sandbox";
   std::optional<std::string> user;  // NAME or UID
+  bool checkpointable = false;      // namespaces CRIU can dump (LaunchOptions)
   std::vector<std::string> argv;
 };
 
