@@ -1,6 +1,7 @@
 #include "runtime/checkpoint/criu.h"
 
 #include <dlfcn.h>
+#include <fcntl.h>
 
 #include <cstring>
 
@@ -128,7 +129,12 @@ Result<pid_t> Criu::Restore(const RestoreOptions& options) {
     if (api_->add_inherit_fd(opts, fd, key.c_str()) < 0) return ErrnoValue(ENOMEM, "criu", "inherit fd " + key);
   for (const auto& e : options.externals)
     if (api_->add_external(opts, e.c_str()) < 0) return ErrnoValue(ENOMEM, "criu", "external " + e);
+  // libcriu runs `criu swrk` as a child: the fds it hands on must survive
+  // that exec, for the restore only.
+  for (const auto& [fd, key] : options.inherit_fds)
+    if (fcntl(fd, F_SETFD, 0) < 0) return Errno("fcntl", "inherit fd " + key);
   int pid = api_->restore_child(opts);
+  for (const auto& [fd, key] : options.inherit_fds) fcntl(fd, F_SETFD, FD_CLOEXEC);
   if (pid < 0) return CriuFailed(pid, "restore", options.log_file);
   return static_cast<pid_t>(pid);
 }

@@ -41,8 +41,10 @@ class Criu {
   static Result<std::unique_ptr<Criu>> Load();
   ~Criu();
 
-  // `criu check`: whether CRIU can run on this kernel at all (Debian's
-  // 3.17.1 can't on 6.18: its vDSO parser predates the split vvar area).
+  // `criu check` over RPC: whether CRIU can run on this kernel at all
+  // (Debian's 3.17.1 can't on 6.18: its vDSO parser predates the split vvar
+  // area). Stricter than the command: it also fails on optional features
+  // (a missing tun device in the guest lane) that a dump may never need.
   Result<void> Check();
   // Checkpoints the tree rooted at options.pid. On failure the error points
   // at the log in the images directory.

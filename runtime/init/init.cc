@@ -250,6 +250,12 @@ class Init {
     // The runtime is gone (or spoke garbage): nothing can be reported any
     // more, so the sandbox ends with init.
     if (!msg) Die(msg.error().err == 0 ? 0 : 125);
+    if (msg->type == Type::kHello) {
+      // The runtime asks who is there: after a restore, this is how the
+      // restored init greets it on the channel it was handed.
+      proto::SendMessage(channel_, Type::kHello, proto::EncodeHello());
+      return;
+    }
     if (msg->type != Type::kExec) return;
     auto req = proto::DecodeExecRequest(msg->payload);
     if (!req) return;

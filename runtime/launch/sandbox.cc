@@ -22,6 +22,7 @@
 #include <optional>
 #include <thread>
 
+#include "runtime/checkpoint/criu.h"
 #include "runtime/core/kernel_check.h"
 #include "runtime/fs/sources.h"
 #include "runtime/launch/child.h"
@@ -164,6 +165,7 @@ Result<std::unique_ptr<Sandbox>> Sandbox::Start(const SandboxSpec& spec, const R
   sb->spec_ = spec;
   sb->res_ = std::make_unique<Resources>();
   sb->timing_enabled_ = options.timings;
+  sb->checkpointable_ = options.checkpointable;
   auto launched = sb->Launch(paths, options);
   if (!launched) {
     sb->Destroy();  // nothing half-made is left behind
@@ -687,6 +689,39 @@ Result<void> Sandbox::HandOffTeardown() {
   }
   cleaner_link_ = std::move(write_end);
   return {};
+}
+
+Result<std::string> Sandbox::ChannelKey() const {
+  std::string link = "/proc/" + std::to_string(init_pid_) + "/fd/" + std::to_string(proto::kInitChannelFd);
+  char buf[64];
+  ssize_t n = readlink(link.c_str(), buf, sizeof(buf) - 1);
+  if (n < 0) return Errno("readlink", link);
+  std::string key(buf, static_cast<size_t>(n));
+  if (!key.starts_with("socket:[")) return Fail("checkpoint", link + " is not init's channel socket: " + key);
+  return key;
+}
+
+Result<void> Sandbox::Checkpoint(int images_dir_fd, bool leave_running) {
+  if (!checkpointable_)
+    return Fail("checkpoint", "the sandbox wasn't started checkpointable (LaunchOptions::checkpointable)");
+  if (reaped_) return Fail("checkpoint", "the sandbox has ended");
+  auto criu = TRY(checkpoint::Criu::Load());
+  std::string key = TRY(ChannelKey());
+  // A restore opens images from inside the restored user namespace (seen:
+  // "Unable to open tty-info.img: Permission denied"): the directory belongs
+  // to the sandbox's root id, and to nobody else.
+  if (fchown(images_dir_fd, res_->ids.base, res_->ids.base) < 0) return Errno("chown", "CRIU images directory");
+  if (fchmod(images_dir_fd, 0700) < 0) return Errno("chmod", "CRIU images directory");
+  checkpoint::DumpOptions d;
+  d.pid = init_pid_;
+  d.images_dir_fd = images_dir_fd;
+  d.leave_running = leave_running;
+  d.external_unix_sockets = false;
+  // init's channel is the one socket whose peer is outside the tree; every
+  // bind from the host (layers, /usr, device nodes, masks, init's binary,
+  // host mounts) is an external mount a restore supplies again.
+  d.externals = {"unix[" + key.substr(8, key.size() - 9) + "]", "mnt[]"};
+  return criu->Dump(d);
 }
 
 Sandbox::~Sandbox() { Destroy(); }

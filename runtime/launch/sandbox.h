@@ -106,7 +106,19 @@ class Sandbox {
   // init. Even a SIGKILL of this process leaves nothing behind for long.
   Result<void> HandOffTeardown();
 
+  // Checkpoints the process tree with CRIU into the directory `images_dir`
+  // (an fd). Needs a sandbox started with LaunchOptions::checkpointable and
+  // CRIU that can run here (Criu::Check). With `leave_running` the tree goes
+  // on; else CRIU ends it, and the sandbox ends with its init as usual.
+  // init's channel is dumped as an external socket: a restore hands it a
+  // new one (RestoreOptions::inherit_fds, key ChannelKey()).
+  Result<void> Checkpoint(int images_dir_fd, bool leave_running);
+  // "socket:[inode]" of init's end of the channel, the key a restore gives
+  // the replacement under.
+  Result<std::string> ChannelKey() const;
+
   pid_t init_pid() const { return init_pid_; }
+  int channel_fd() const { return channel_.get(); }
   const std::vector<StepTiming>& timings() const { return timings_; }
 
  private:
@@ -132,6 +144,7 @@ class Sandbox {
   int init_wait_status_ = 0;
   std::vector<StepTiming> timings_;
   bool timing_enabled_ = false;
+  bool checkpointable_ = false;
   UniqueFd cleaner_link_;  // its write end: the cleaner sees EOF when we are gone
 };
 
