@@ -10,7 +10,7 @@ namespace airlock::checkpoint {
 // The part of libcriu's API airlock uses, declared here so that building
 // airlock needs no CRIU headers (criu/criu.h pulls in protobuf-c).
 struct criu_opts;
-enum CriuCgroupMode { kCriuCgIgnore = 0 };
+enum CriuCgroupMode { kCriuCgIgnore = 0, kCriuCgSoft = 3 };
 
 struct Criu::Api {
   int (*init_opts)(criu_opts**);
@@ -25,6 +25,7 @@ struct Criu::Api {
   void (*set_manage_cgroups_mode)(criu_opts*, int);
   int (*add_inherit_fd)(criu_opts*, int, const char*);
   int (*add_external)(criu_opts*, const char*);
+  int (*add_cg_root)(criu_opts*, const char*, const char*);
   int (*check)(criu_opts*);
   int (*dump)(criu_opts*);
   int (*restore_child)(criu_opts*);
@@ -79,7 +80,8 @@ Result<std::unique_ptr<Criu>> Criu::Load() {
                   Bind(h, "criu_local_set_log_file", &a.set_log_file) && Bind(h, "criu_local_set_root", &a.set_root) &&
                   Bind(h, "criu_local_set_manage_cgroups_mode", &a.set_manage_cgroups_mode) &&
                   Bind(h, "criu_local_add_inherit_fd", &a.add_inherit_fd) &&
-                  Bind(h, "criu_local_add_external", &a.add_external) && Bind(h, "criu_local_check", &a.check) &&
+                  Bind(h, "criu_local_add_external", &a.add_external) &&
+                  Bind(h, "criu_local_add_cg_root", &a.add_cg_root) && Bind(h, "criu_local_check", &a.check) &&
                   Bind(h, "criu_local_dump", &a.dump) && Bind(h, "criu_local_restore_child", &a.restore_child);
   if (!ok) return Fail("criu", std::string("libcriu.so.2 lacks a function airlock needs: ") + dlerror());
   return c;
@@ -124,7 +126,15 @@ Result<pid_t> Criu::Restore(const RestoreOptions& options) {
   if (api_->set_log_file(opts, options.log_file.c_str()) < 0) return ErrnoValue(ENOMEM, "criu", "log file option");
   if (!options.root.empty() && api_->set_root(opts, options.root.c_str()) < 0)
     return ErrnoValue(ENOMEM, "criu", "root " + options.root);
-  api_->set_manage_cgroups_mode(opts, kCriuCgIgnore);
+  if (options.cgroup_root.empty()) {
+    api_->set_manage_cgroups_mode(opts, kCriuCgIgnore);
+  } else {
+    // soft: CRIU moves the tasks, and sets no property of a group that
+    // exists (the runtime made them, with the sandbox's limits).
+    api_->set_manage_cgroups_mode(opts, kCriuCgSoft);
+    if (api_->add_cg_root(opts, nullptr, options.cgroup_root.c_str()) < 0)
+      return ErrnoValue(ENOMEM, "criu", "cgroup root " + options.cgroup_root);
+  }
   for (const auto& [fd, key] : options.inherit_fds)
     if (api_->add_inherit_fd(opts, fd, key.c_str()) < 0) return ErrnoValue(ENOMEM, "criu", "inherit fd " + key);
   for (const auto& e : options.externals)

@@ -32,6 +32,9 @@ struct RestoreOptions {
   // an "net[inode]:key" external.
   std::vector<std::pair<int, std::string>> inherit_fds;
   std::vector<std::string> externals;
+  // Where the tree's cgroups go: the sandbox's group the runtime made (with
+  // its limits) replaces the tree's cgroup root; CRIU only places the tasks.
+  std::string cgroup_root;
   std::string log_file = "restore.log";
 };
 

@@ -724,6 +724,122 @@ Result<void> Sandbox::Checkpoint(int images_dir_fd, bool leave_running) {
   return criu->Dump(d);
 }
 
+Result<std::unique_ptr<Sandbox>> Sandbox::Restore(const SandboxSpec& spec, const RestoreRequest& request,
+                                                  const RuntimePaths& paths, const LaunchOptions& options) {
+  TRY(ValidateSpec(spec));
+  std::unique_ptr<Sandbox> sb(new Sandbox());
+  sb->spec_ = spec;
+  sb->res_ = std::make_unique<Resources>();
+  sb->timing_enabled_ = options.timings;
+  sb->checkpointable_ = true;
+  if (auto restored = sb->RestoreTree(request, paths); !restored) {
+    sb->Destroy();
+    return std::unexpected(restored.error());
+  }
+  return sb;
+}
+
+namespace {
+
+// Sets user.max_user_namespaces to 0 in the user namespace of `pid`: the
+// limit is per namespace, and a restore makes a new one, at the maximum.
+Result<void> ShutNestedUserns(pid_t pid) {
+  std::string ns_path = "/proc/" + std::to_string(pid) + "/ns/user";
+  UniqueFd ns(open(ns_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!ns) return Errno("open", ns_path);
+  pid_t helper = fork();
+  if (helper < 0) return Errno("fork", "user namespace limit");
+  if (helper == 0) {
+    // Joining a user namespace gives every capability in it, which is what
+    // writing its limit takes; /proc/sys/user shows the writer's namespace.
+    if (setns(ns.get(), CLONE_NEWUSER) < 0) _exit(1);
+    int fd = open("/proc/sys/user/max_user_namespaces", O_WRONLY | O_CLOEXEC);
+    _exit(fd >= 0 && write(fd, "0\n", 2) == 2 ? 0 : 2);
+  }
+  int status = 0;
+  waitpid(helper, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    return Fail("restore", "couldn't set user.max_user_namespaces to 0 in the restored user namespace");
+  return {};
+}
+
+std::string StatusLine(pid_t pid, const char* field) {
+  std::string path = "/proc/" + std::to_string(pid) + "/status";
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return {};
+  char buf[4096];
+  ssize_t n = read(fd.get(), buf, sizeof(buf) - 1);
+  if (n <= 0) return {};
+  std::string text(buf, static_cast<size_t>(n));
+  size_t at = text.find(std::string("\n") + field + ":");
+  if (at == std::string::npos) return {};
+  size_t end = text.find('\n', at + 1);
+  std::string value = text.substr(at + strlen(field) + 2, end - at - strlen(field) - 2);
+  value.erase(0, value.find_first_not_of(" \t"));
+  return value;
+}
+
+}  // namespace
+
+Result<void> Sandbox::RestoreTree(const RestoreRequest& request, const RuntimePaths& paths) {
+  TRY(CheckKernel());
+  TRY(PrepareRuntimeDirs(paths));
+  TRY(CleanupStaleSandboxes(paths));
+  res_->record.emplace(TRY(SandboxRecord::Create(paths, spec_.id)));
+  res_->idranges_path = paths.IdRanges();
+  TRY(res_->record->Note("idrange", spec_.id));
+  storage::IdAllocator allocator(paths.IdRanges());
+  res_->ids = storage::IdRange{request.id_base, storage::kIdRangeSize};
+  TRY(allocator.Reserve(spec_.id, res_->ids));
+  res_->has_ids = true;
+
+  // The sandbox's groups, with their limits, before any task arrives
+  // (CRIU restores membership, not limits).
+  cgroups::Layout layout = TRY(cgroups::DetectLayout());
+  CgroupJoinFiles join = TRY(MakeCgroup(layout));
+  join.owned.clear();
+  std::string cgroup_root;
+  const std::string group_suffix = "/airlock-" + spec_.id;
+  for (const auto& p : res_->cgroup->Paths())
+    for (const auto& h : layout.hierarchies)
+      if (p.ends_with(group_suffix) && p.starts_with(h.mountpoint + "/"))
+        cgroup_root = p.substr(h.mountpoint.size());
+
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return Errno("socketpair");
+  UniqueFd ours(sv[0]), theirs(sv[1]);
+  auto criu = TRY(checkpoint::Criu::Load());
+  checkpoint::RestoreOptions r;
+  r.images_dir_fd = request.images_dir_fd;
+  r.root = request.root;
+  r.inherit_fds = {{theirs.get(), request.channel_key}};
+  r.externals = {"mnt[]"};
+  r.cgroup_root = cgroup_root;
+  init_pid_ = TRY(criu->Restore(r));
+  theirs.Reset();
+  channel_ = std::move(ours);
+  pidfd_.Reset(static_cast<int>(syscall(SYS_pidfd_open, init_pid_, 0)));
+  if (!pidfd_) return Errno("pidfd_open", "restored init");
+
+  // What CRIU doesn't bring back, or can't from inside the user namespace.
+  if (auto adj = WriteProcFile(init_pid_, "oom_score_adj", "-1000"); !adj && adj.error().err != EACCES)
+    return std::unexpected(adj.error());
+  TRY(ShutNestedUserns(init_pid_));
+  if (StatusLine(init_pid_, "Seccomp") != "2")
+    return Fail("restore", "the restored init has no seccomp filter (Seccomp: " + StatusLine(init_pid_, "Seccomp") + ")");
+  if (StatusLine(init_pid_, "NoNewPrivs") != "1")
+    restore_warnings_.push_back("CRIU did not restore no_new_privs of init (pid " + std::to_string(init_pid_) +
+                                "); mounts are nosuid and the bounding set is reduced");
+
+  // init answers on the channel it was handed.
+  if (int e = proto::SendMessage(channel_.get(), proto::Type::kHello, proto::EncodeHello()); e < 0)
+    return ErrnoValue(-e, "send", "hello to the restored init");
+  auto hello = TRY(proto::ReceiveMessage(channel_.get()));
+  if (hello.type != proto::Type::kHello) return Fail("restore", "the restored init didn't answer the hello");
+  TRY(proto::DecodeHello(hello.payload));
+  return {};
+}
+
 Sandbox::~Sandbox() { Destroy(); }
 
 }  // namespace airlock

@@ -81,6 +81,17 @@ struct Outcome {
   std::string Describe(const SandboxSpec& spec) const;
 };
 
+// What a restore needs besides the sandbox's spec: the CRIU images, the
+// root the tree's mount namespace is rebuilt on (a mount in the caller's
+// mount namespace), the id range the images carry, and the key of init's
+// channel at the dump (Sandbox::ChannelKey()).
+struct RestoreRequest {
+  int images_dir_fd = -1;
+  std::string root;
+  uint32_t id_base = 0;
+  std::string channel_key;
+};
+
 class Sandbox {
  public:
   static Result<std::unique_ptr<Sandbox>> Start(const SandboxSpec& spec, const RuntimePaths& paths,
@@ -88,6 +99,16 @@ class Sandbox {
   ~Sandbox();
   Sandbox(const Sandbox&) = delete;
   Sandbox& operator=(const Sandbox&) = delete;
+
+  // Brings a checkpointed tree back as a sandbox (see docs/criu.md), doing
+  // what CRIU 3.17 doesn't: the sandbox's cgroup with its limits exists
+  // before the tasks are placed in it, the id range is the one reserved for
+  // the images, user.max_user_namespaces is set to 0 again in the restored
+  // user namespace, init's oom_score_adj again, and init must answer a
+  // hello on its new channel. Tasks whose no_new_privs CRIU lost are listed
+  // in restore_warnings() (mounts are nosuid and the bounding set holds).
+  static Result<std::unique_ptr<Sandbox>> Restore(const SandboxSpec& spec, const RestoreRequest& request,
+                                                  const RuntimePaths& paths, const LaunchOptions& options);
 
   // Runs `process` inside, with the given stdin, stdout, stderr.
   Result<void> Exec(const ProcessSpec& process, std::span<const int> stdio);
@@ -117,6 +138,7 @@ class Sandbox {
   // the replacement under.
   Result<std::string> ChannelKey() const;
 
+  const std::vector<std::string>& restore_warnings() const { return restore_warnings_; }
   pid_t init_pid() const { return init_pid_; }
   int channel_fd() const { return channel_.get(); }
   const std::vector<StepTiming>& timings() const { return timings_; }
@@ -133,6 +155,7 @@ class Sandbox {
                                             const storage::Subvolume* subvolume);
   Result<void> AwaitInit(const LaunchPlan& plan, const std::optional<Error>& send_failed);
   Result<void> PlaceSpawner(bool born_in_init_group);
+  Result<void> RestoreTree(const RestoreRequest& request, const RuntimePaths& paths);
   void Time(const char* step, uint64_t start_ns);
 
   SandboxSpec spec_;
@@ -145,6 +168,7 @@ class Sandbox {
   std::vector<StepTiming> timings_;
   bool timing_enabled_ = false;
   bool checkpointable_ = false;
+  std::vector<std::string> restore_warnings_;
   UniqueFd cleaner_link_;  // its write end: the cleaner sees EOF when we are gone
 };
 

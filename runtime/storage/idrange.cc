@@ -322,6 +322,26 @@ Result<IdRange> IdAllocator::Allocate(const std::string& owner) {
   return range;
 }
 
+Result<void> IdAllocator::Reserve(const std::string& owner, IdRange range) {
+  TRY(CheckOwner("reserve id range", owner));
+  if (range.base < kIdWindowStart || uint64_t{range.base} + range.count > kIdWindowEnd || range.base % kIdRangeSize)
+    return Fail("reserve id range", "base " + std::to_string(range.base) + " is outside airlock's window");
+  UniqueFd lock = TRY(LockState(state_path_));
+  auto entries = TRY(LoadState(state_path_));
+  const uint64_t lo = range.base, hi = lo + range.count;
+  for (const auto& e : entries) {
+    const uint64_t elo = e.range.base, ehi = elo + e.range.count;
+    if (elo < hi && lo < ehi) {
+      if (e.owner == owner && elo == lo && ehi == hi) return {};
+      return ErrnoValue(EBUSY, "reserve id range",
+                        std::to_string(range.base) + " overlaps the range of '" + e.owner + "'");
+    }
+  }
+  entries.push_back({owner, range});
+  std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) { return a.range.base < b.range.base; });
+  return StoreState(state_path_, entries, durable_);
+}
+
 Result<void> IdAllocator::Release(const std::string& owner) {
   TRY(CheckOwner("release id range", owner));
   UniqueFd lock = TRY(LockState(state_path_));

@@ -54,6 +54,11 @@ class IdAllocator {
   // overlaps it: moving a range in use would mis-own its files.
   Result<IdRange> Allocate(const std::string& owner);
 
+  // Gives `owner` exactly `range` (a restore must come back into the range
+  // its CRIU images carry). Fails with EBUSY naming the holder if another
+  // owner's range overlaps it; the same owner holding it already is fine.
+  Result<void> Reserve(const std::string& owner, IdRange range);
+
   // Without durability, changes survive the death of any process (rename is
   // atomic) but not a host crash: no fsync, which costs milliseconds on a
   // busy disk. For sandboxes that can't outlive the host's uptime (one-shot
