@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "runtime/checkpoint/criu.h"
+#include "runtime/checkpoint/preflight.h"
 #include "runtime/core/kernel_check.h"
 #include "runtime/fs/sources.h"
 #include "runtime/launch/child.h"
@@ -705,6 +706,7 @@ Result<void> Sandbox::Checkpoint(int images_dir_fd, bool leave_running) {
   if (!checkpointable_)
     return Fail("checkpoint", "the sandbox wasn't started checkpointable (LaunchOptions::checkpointable)");
   if (reaped_) return Fail("checkpoint", "the sandbox has ended");
+  TRY(checkpoint::CheckCheckpointable(init_pid_));
   auto criu = TRY(checkpoint::Criu::Load());
   std::string key = TRY(ChannelKey());
   // A restore opens images from inside the restored user namespace (seen:
