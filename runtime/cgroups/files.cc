@@ -4,7 +4,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <thread>
 
 #include "runtime/cgroups/internal.h"
@@ -173,6 +175,10 @@ Result<void> HierarchyGroup::MakeDirs(const Layout& layout,
     if (layout.after_mkdir) layout.after_mkdir(h_, *dir);
   }
   return {};
+}
+
+uint64_t CpuQuotaUs(double cpus) {
+  return std::max<uint64_t>(1000, static_cast<uint64_t>(std::llround(cpus * kCpuPeriodUs)));
 }
 
 }  // namespace airlock::cgroups

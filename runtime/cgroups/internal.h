@@ -119,4 +119,7 @@ std::unique_ptr<HierarchyGroup> NewV2Group(const Hierarchy& h,
                                            std::array<bool, 4> hosts,
                                            const std::string& sandbox_id);
 
+// The CFS quota for `cpus` CPUs per kCpuPeriodUs (CFS refuses under 1 ms).
+uint64_t CpuQuotaUs(double cpus);
+
 }  // namespace airlock::cgroups

@@ -42,10 +42,7 @@ class CgroupV1 final : public HierarchyGroup {
       TRY(WriteFile(work_ + "/pids.max", std::to_string(*limits.pids)));
     }
     if (Hosts(Controller::kCpu) && limits.cpus) {
-      // CFS refuses quotas under 1 ms.
-      uint64_t quota = std::max<uint64_t>(
-          1000,
-          static_cast<uint64_t>(std::llround(*limits.cpus * kCpuPeriodUs)));
+      uint64_t quota = CpuQuotaUs(*limits.cpus);
       TRY(WriteFile(work_ + "/cpu.cfs_period_us",
                     std::to_string(kCpuPeriodUs)));
       TRY(WriteFile(work_ + "/cpu.cfs_quota_us", std::to_string(quota)));

@@ -71,9 +71,7 @@ class CgroupV2 final : public HierarchyGroup {
       TRY(WriteFile(work_ + "/pids.max", std::to_string(*limits.pids)));
     }
     if (Hosts(Controller::kCpu) && limits.cpus) {
-      uint64_t quota = std::max<uint64_t>(
-          1000,
-          static_cast<uint64_t>(std::llround(*limits.cpus * kCpuPeriodUs)));
+      uint64_t quota = CpuQuotaUs(*limits.cpus);
       TRY(WriteFile(work_ + "/cpu.max", std::to_string(quota) + " " +
                                             std::to_string(kCpuPeriodUs)));
     }
