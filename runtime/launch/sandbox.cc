@@ -4,12 +4,14 @@
 // (they need the child's user namespace) and hands them over in one message.
 #include "runtime/launch/sandbox.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/mount.h>
 #include <linux/sched.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -25,6 +27,7 @@
 #include "runtime/checkpoint/criu.h"
 #include "runtime/checkpoint/preflight.h"
 #include "runtime/core/kernel_check.h"
+#include "runtime/core/paths.h"
 #include "runtime/fs/sources.h"
 #include "runtime/launch/child.h"
 #include "runtime/net/netns.h"
@@ -135,6 +138,9 @@ Result<CgroupJoinFiles> OpenJoinFiles(const cgroups::Layout& layout, const std::
 
 // "sandbox setup failed at step "pivot-root": EINVAL (…)" from a child's
 // failure record.
+// The key a host mount is named by in CRIU's images.
+static std::string HostMountKey(size_t i) { return "airlock-mount-" + std::to_string(i); }
+
 static std::unexpected<Error> SetupFailure(const LaunchPlan& plan, std::string_view payload) {
   auto f = proto::DecodeSetupFailed(payload);
   if (!f) return std::unexpected(f.error());
@@ -722,8 +728,28 @@ Result<void> Sandbox::Checkpoint(int images_dir_fd, bool leave_running) {
   // init's channel is the one socket whose peer is outside the tree; every
   // bind from the host (layers, /usr, device nodes, masks, init's binary,
   // host mounts) is an external mount a restore supplies again.
-  d.externals = {"unix[" + key.substr(8, key.size() - 9) + "]", "mnt[]"};
-  return criu->Dump(d);
+  d.externals = {"unix[" + key.substr(8, key.size() - 9) + "]"};
+  // Host mounts by name: a restore hands them back idmapped as they were
+  // (CRIU 3.17 would bring an idmapped bind back as a plain one).
+  for (size_t i = 0; i < spec_.mounts.size(); ++i)
+    d.externals.push_back("mnt[" + spec_.mounts[i].destination + "]:" + HostMountKey(i));
+  d.externals.push_back("mnt[]");
+  TRY(criu->Dump(d));
+  // Its files too: which ones a restore opens from inside the user
+  // namespace depends on the tree ("Unable to open timens-13.img").
+  UniqueFd dir(dup(images_dir_fd));
+  DIR* listing = dir ? fdopendir(dir.Release()) : nullptr;
+  if (listing == nullptr) return Errno("opendir", "CRIU images directory");
+  while (dirent* e = readdir(listing)) {
+    if (e->d_name[0] == '.') continue;
+    if (fchownat(dirfd(listing), e->d_name, res_->ids.base, res_->ids.base, AT_SYMLINK_NOFOLLOW) < 0) {
+      int err = errno;
+      closedir(listing);
+      return ErrnoValue(err, "chown", std::string("CRIU image ") + e->d_name);
+    }
+  }
+  closedir(listing);
+  return {};
 }
 
 Result<std::unique_ptr<Sandbox>> Sandbox::Restore(const SandboxSpec& spec, const RestoreRequest& request,
@@ -784,6 +810,8 @@ std::string StatusLine(pid_t pid, const char* field) {
 }  // namespace
 
 Result<void> Sandbox::RestoreTree(const RestoreRequest& request, const RuntimePaths& paths) {
+  if (!request.root.starts_with("/") || request.root.find("/../") != std::string::npos)
+    return Fail("restore", "root must be an absolute path (got \"" + request.root + "\")");
   TRY(CheckKernel());
   TRY(PrepareRuntimeDirs(paths));
   TRY(CleanupStaleSandboxes(paths));
@@ -815,7 +843,58 @@ Result<void> Sandbox::RestoreTree(const RestoreRequest& request, const RuntimePa
   r.images_dir_fd = request.images_dir_fd;
   r.root = request.root;
   r.inherit_fds = {{theirs.get(), request.channel_key}};
-  r.externals = {"mnt[]"};
+  // Each host mount, made again as the launch makes it (idmapped for rw) and
+  // attached where CRIU can bind it from, in this mount namespace; the
+  // mountpoints in the new root too (they were in the writable layer).
+  std::string staging = paths.run_root + "/restore-" + spec_.id;
+  struct Staging {
+    std::string dir;
+    std::vector<std::string> mounts;
+    ~Staging() {
+      for (const auto& m : mounts) {
+        umount2(m.c_str(), MNT_DETACH);
+        rmdir(m.c_str());
+      }
+      if (!dir.empty()) rmdir(dir.c_str());
+    }
+  } staged;
+  if (!spec_.mounts.empty()) {
+    if (mkdir(staging.c_str(), 0700) < 0 && errno != EEXIST) return Errno("mkdir", staging);
+    staged.dir = staging;
+    // CRIU binds these from inside the restored user namespace: only host
+    // root and the sandbox's root id may walk in.
+    if (chown(staging.c_str(), res_->ids.base, res_->ids.base) < 0) return Errno("chown", staging);
+  }
+  for (size_t i = 0; i < spec_.mounts.size(); ++i) {
+    const HostMount& m = spec_.mounts[i];
+    UniqueFd src = TRY(fs::OpenHostPath(m.source));
+    struct stat st;
+    if (fstat(src.get(), &st) < 0) return Errno("stat", m.source);
+    UniqueFd mnt;
+    if (m.read_only) {
+      mnt = TRY(fs::CloneMount(src.get(), m.source, kRoNoSuidNoDev, -1));
+    } else {
+      if (st.st_uid == 0 && !m.allow_root_owner) return Fail("mount source", m.source + " is owned by root");
+      UniqueFd ns = TRY(fs::MakeSingleIdUserns(st.st_uid, res_->ids.base + spec_.process.uid, st.st_gid,
+                                               res_->ids.base + spec_.process.gid));
+      mnt = TRY(fs::CloneMount(src.get(), m.source, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, ns.get()));
+    }
+    std::string at = staging + "/" + HostMountKey(i);
+    if (S_ISDIR(st.st_mode)) {
+      if (mkdir(at.c_str(), 0700) < 0) return Errno("mkdir", at);
+    } else {
+      UniqueFd f(open(at.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+      if (!f) return Errno("create", at);
+    }
+    if (syscall(SYS_move_mount, mnt.get(), "", AT_FDCWD, at.c_str(), MOVE_MOUNT_F_EMPTY_PATH) < 0)
+      return Errno("move_mount", at);
+    staged.mounts.push_back(at);
+    r.externals.push_back("mnt[" + HostMountKey(i) + "]:" + at);
+    // The mountpoint in the new root (it was in the writable layer). The
+    // root is the runtime's own tree, before anything of the sandbox runs.
+    if (S_ISDIR(st.st_mode)) TRY(MakeDirs(request.root + m.destination));
+  }
+  r.externals.push_back("mnt[]");
   r.cgroup_root = cgroup_root;
   init_pid_ = TRY(criu->Restore(r));
   theirs.Reset();
