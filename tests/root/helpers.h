@@ -410,23 +410,71 @@ inline bool IdRangeHeldBy(const std::string& owner) {
 
 // ---- a private non-root cgroup parent -----------------------------------
 
-// Per controller (memory, pids, cpu, freezer), a child of the test's own
-// cgroup: airlock started from it (Process::Options::join_cgroups) creates
+inline void WriteFileOrThrow(const std::string& path, const std::string& value) {
+  int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0 || write(fd, value.data(), value.size()) < 0) {
+    int err = errno;
+    if (fd >= 0) close(fd);
+    if (err == ESRCH) return;  // gone meanwhile
+    throw std::runtime_error("write " + path + ": " + strerror(err));
+  }
+  close(fd);
+}
+
+// A child of the test's own cgroup — per controller (memory, pids, cpu,
+// freezer) on cgroup v1, one directory on a pure cgroup v2 host (the guest
+// lane): airlock started from it (Process::Options::join_cgroups) creates
 // its sandboxes there, and an inotify watch names every sandbox it made.
 class CgroupParent {
  public:
-  // Whether this host has the cgroup v1 hierarchies the parent is made in
-  // (this machine is hybrid; a pure cgroup v2 guest is not).
-  static bool Supported() {
+  static bool V1() {
     for (const char* controller : {"memory", "pids", "cpu", "freezer"})
       if (!Exists(std::string("/sys/fs/cgroup/") + controller + "/cgroup.procs")) return false;
     return true;
   }
+  static bool PureV2() {
+    std::string c = ReadFile("/sys/fs/cgroup/cgroup.controllers");
+    return c.find("memory") != std::string::npos && c.find("pids") != std::string::npos;
+  }
+  // Whether this host has a cgroup layout the parent can be made in.
+  static bool Supported() { return V1() || PureV2(); }
 
   CgroupParent() {
     static int counter = 0;
     name_ = "airlock-test-parent-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
+    if (!V1() && PureV2()) {
+      std::string own;
+      for (const auto& l : Lines(ReadFile("/proc/self/cgroup")))
+        if (l.rfind("0::", 0) == 0) own = l.substr(3);
+      // Already moved to our leaf by an earlier parent: its group is ours.
+      if (own.ends_with("/airlock-test.self")) own = own.substr(0, own.size() - strlen("/airlock-test.self"));
+      const std::string base = "/sys/fs/cgroup" + (own.empty() || own == "/" ? "" : own);
+      // v2's rule: a group that hands controllers to children holds no
+      // process. Everything in ours (this test, the script that started
+      // it) moves to a leaf, as a service manager would arrange.
+      if (own != "/") {
+        std::string leaf = base + "/airlock-test.self";
+        mkdir(leaf.c_str(), 0755);
+        for (const auto& pid : Lines(ReadFile(base + "/cgroup.procs")))
+          if (!pid.empty()) WriteFileOrThrow(leaf + "/cgroup.procs", pid);
+      }
+      for (const char* c : {"+memory", "+pids", "+cpu"}) {
+        int fd = open((base + "/cgroup.subtree_control").c_str(), O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+          (void)!write(fd, c, strlen(c));
+          close(fd);
+        }
+      }
+      std::string dir = base + "/" + name_;
+      if (mkdir(dir.c_str(), 0755) < 0) throw std::runtime_error("mkdir " + dir + ": " + strerror(errno));
+      dirs_.push_back(dir);
+      // airlock runs from the leaf the runtime itself would use, so that
+      // the parent can hand controllers to the sandboxes beside it.
+      v2_leaf_ = dir + "/airlock.self";
+      if (mkdir(v2_leaf_.c_str(), 0755) < 0) throw std::runtime_error("mkdir " + v2_leaf_ + ": " + strerror(errno));
+    }
     for (const std::string controller : {"memory", "pids", "cpu", "freezer"}) {
+      if (!V1()) break;
       std::string own = OwnCgroup(controller);
       char real[PATH_MAX];
       std::string mount = "/sys/fs/cgroup/" + controller;
@@ -450,6 +498,10 @@ class CgroupParent {
   const std::vector<std::string>& dirs() const { return dirs_; }
   Process::Options JoinOptions() const {
     Process::Options o;
+    if (!v2_leaf_.empty()) {
+      o.join_cgroups.push_back(v2_leaf_ + "/cgroup.procs");
+      return o;
+    }
     for (const auto& d : dirs_) o.join_cgroups.push_back(d + "/cgroup.procs");
     return o;
   }
@@ -504,6 +556,7 @@ class CgroupParent {
 
   std::string name_;
   std::vector<std::string> dirs_;
+  std::string v2_leaf_;  // pure v2: where airlock is started
   int inotify_ = -1;
 };
 
@@ -512,7 +565,7 @@ class CgroupParent {
 #define SKIP_UNLESS_CGROUP_V1()                                                      \
   do {                                                                               \
     if (!::airlock_test::CgroupParent::Supported()) {                                \
-      WARN("SKIP: this test needs the cgroup v1 memory, pids, cpu, freezer hierarchies"); \
+      WARN("SKIP: this test needs cgroup v1 memory, pids, cpu, freezer hierarchies or a pure cgroup v2 host"); \
       return;                                                                        \
     }                                                                                \
   } while (0)
