@@ -34,9 +34,15 @@ std::string ReadFile(const std::string& path) {
   return s.str();
 }
 
+// The loop rewrites the file (truncate, then write): an empty read is that
+// moment, not an answer.
 long Counter(pid_t init) {
-  std::string v = ReadFile("/proc/" + std::to_string(init) + "/root/tmp/count");
-  return v.empty() ? -1 : std::stol(v);
+  for (int i = 0; i < 50; ++i) {
+    std::string v = ReadFile("/proc/" + std::to_string(init) + "/root/tmp/count");
+    if (!v.empty() && v.find_first_of("0123456789") != std::string::npos) return std::stol(v);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return -1;
 }
 
 std::string StatusField(pid_t pid, const std::string& field) {
