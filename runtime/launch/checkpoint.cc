@@ -1,0 +1,258 @@
+// Sandbox's checkpoint and restore with CRIU (docs/criu.md): what the
+// runtime does around libcriu so that a sandbox comes back whole.
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/mount.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "runtime/cgroups/cgroup.h"
+#include "runtime/checkpoint/criu.h"
+#include "runtime/checkpoint/preflight.h"
+#include "runtime/core/kernel_check.h"
+#include "runtime/core/paths.h"
+#include "runtime/fs/sources.h"
+#include "runtime/launch/internal.h"
+#include "runtime/launch/sandbox.h"
+#include "runtime/proto/channel.h"
+#include "runtime/storage/idrange.h"
+
+namespace airlock {
+using launch_internal::HostMountKey;
+using launch_internal::kRoNoSuidNoDev;
+using launch_internal::WriteProcFile;
+
+Result<std::string> Sandbox::ChannelKey() const {
+  std::string link = "/proc/" + std::to_string(init_pid_) + "/fd/" + std::to_string(proto::kInitChannelFd);
+  char buf[64];
+  ssize_t n = readlink(link.c_str(), buf, sizeof(buf) - 1);
+  if (n < 0) return Errno("readlink", link);
+  std::string key(buf, static_cast<size_t>(n));
+  if (!key.starts_with("socket:[")) return Fail("checkpoint", link + " is not init's channel socket: " + key);
+  return key;
+}
+
+Result<void> Sandbox::Checkpoint(int images_dir_fd, bool leave_running) {
+  if (!checkpointable_)
+    return Fail("checkpoint", "the sandbox wasn't started checkpointable (LaunchOptions::checkpointable)");
+  if (reaped_) return Fail("checkpoint", "the sandbox has ended");
+  TRY(checkpoint::CheckCheckpointable(init_pid_));
+  auto criu = TRY(checkpoint::Criu::Load());
+  std::string key = TRY(ChannelKey());
+  // A restore opens images from inside the restored user namespace (seen:
+  // "Unable to open tty-info.img: Permission denied"): the directory belongs
+  // to the sandbox's root id, and to nobody else.
+  if (fchown(images_dir_fd, res_->ids.base, res_->ids.base) < 0) return Errno("chown", "CRIU images directory");
+  if (fchmod(images_dir_fd, 0700) < 0) return Errno("chmod", "CRIU images directory");
+  checkpoint::DumpOptions d;
+  d.pid = init_pid_;
+  d.images_dir_fd = images_dir_fd;
+  d.leave_running = leave_running;
+  d.external_unix_sockets = false;
+  // init's channel is the one socket whose peer is outside the tree; every
+  // bind from the host (layers, /usr, device nodes, masks, init's binary,
+  // host mounts) is an external mount a restore supplies again.
+  d.externals = {"unix[" + key.substr(8, key.size() - 9) + "]"};
+  // Host mounts by name: a restore hands them back idmapped as they were
+  // (CRIU 3.17 would bring an idmapped bind back as a plain one).
+  for (size_t i = 0; i < spec_.mounts.size(); ++i)
+    d.externals.push_back("mnt[" + spec_.mounts[i].destination + "]:" + HostMountKey(i));
+  d.externals.push_back("mnt[]");
+  TRY(criu->Dump(d));
+  // Its files too: which ones a restore opens from inside the user
+  // namespace depends on the tree ("Unable to open timens-13.img").
+  UniqueFd dir(dup(images_dir_fd));
+  DIR* listing = dir ? fdopendir(dir.Release()) : nullptr;
+  if (listing == nullptr) return Errno("opendir", "CRIU images directory");
+  while (dirent* e = readdir(listing)) {
+    if (e->d_name[0] == '.') continue;
+    if (fchownat(dirfd(listing), e->d_name, res_->ids.base, res_->ids.base, AT_SYMLINK_NOFOLLOW) < 0) {
+      int err = errno;
+      closedir(listing);
+      return ErrnoValue(err, "chown", std::string("CRIU image ") + e->d_name);
+    }
+  }
+  closedir(listing);
+  return {};
+}
+
+Result<std::unique_ptr<Sandbox>> Sandbox::Restore(const SandboxSpec& spec, const RestoreRequest& request,
+                                                  const RuntimePaths& paths, const LaunchOptions& options) {
+  TRY(ValidateSpec(spec));
+  std::unique_ptr<Sandbox> sb(new Sandbox());
+  sb->spec_ = spec;
+  sb->res_ = std::make_unique<Resources>();
+  sb->timing_enabled_ = options.timings;
+  sb->checkpointable_ = true;
+  if (auto restored = sb->RestoreTree(request, paths); !restored) {
+    sb->Destroy();
+    return std::unexpected(restored.error());
+  }
+  return sb;
+}
+
+namespace {
+
+// Sets user.max_user_namespaces to 0 in the user namespace of `pid`: the
+// limit is per namespace, and a restore makes a new one, at the maximum.
+Result<void> ShutNestedUserns(pid_t pid) {
+  std::string ns_path = "/proc/" + std::to_string(pid) + "/ns/user";
+  UniqueFd ns(open(ns_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!ns) return Errno("open", ns_path);
+  pid_t helper = fork();
+  if (helper < 0) return Errno("fork", "user namespace limit");
+  if (helper == 0) {
+    // Joining a user namespace gives every capability in it, which is what
+    // writing its limit takes; /proc/sys/user shows the writer's namespace.
+    if (setns(ns.get(), CLONE_NEWUSER) < 0) _exit(1);
+    int fd = open("/proc/sys/user/max_user_namespaces", O_WRONLY | O_CLOEXEC);
+    _exit(fd >= 0 && write(fd, "0\n", 2) == 2 ? 0 : 2);
+  }
+  int status = 0;
+  waitpid(helper, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    return Fail("restore", "couldn't set user.max_user_namespaces to 0 in the restored user namespace");
+  return {};
+}
+
+std::string StatusLine(pid_t pid, const char* field) {
+  std::string path = "/proc/" + std::to_string(pid) + "/status";
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return {};
+  char buf[4096];
+  ssize_t n = read(fd.get(), buf, sizeof(buf) - 1);
+  if (n <= 0) return {};
+  std::string text(buf, static_cast<size_t>(n));
+  size_t at = text.find(std::string("\n") + field + ":");
+  if (at == std::string::npos) return {};
+  size_t end = text.find('\n', at + 1);
+  std::string value = text.substr(at + strlen(field) + 2, end - at - strlen(field) - 2);
+  value.erase(0, value.find_first_not_of(" \t"));
+  return value;
+}
+
+}  // namespace
+
+Result<void> Sandbox::RestoreTree(const RestoreRequest& request, const RuntimePaths& paths) {
+  if (!request.root.starts_with("/") || request.root.find("/../") != std::string::npos)
+    return Fail("restore", "root must be an absolute path (got \"" + request.root + "\")");
+  TRY(CheckKernel());
+  TRY(PrepareRuntimeDirs(paths));
+  TRY(CleanupStaleSandboxes(paths));
+  res_->record.emplace(TRY(SandboxRecord::Create(paths, spec_.id)));
+  res_->idranges_path = paths.IdRanges();
+  TRY(res_->record->Note("idrange", spec_.id));
+  storage::IdAllocator allocator(paths.IdRanges());
+  res_->ids = storage::IdRange{request.id_base, storage::kIdRangeSize};
+  TRY(allocator.Reserve(spec_.id, res_->ids));
+  res_->has_ids = true;
+
+  // The sandbox's groups, with their limits, before any task arrives
+  // (CRIU restores membership, not limits).
+  cgroups::Layout layout = TRY(cgroups::DetectLayout());
+  CgroupJoinFiles join = TRY(MakeCgroup(layout));
+  join.owned.clear();
+  std::string cgroup_root;
+  const std::string group_suffix = "/airlock-" + spec_.id;
+  for (const auto& p : res_->cgroup->Paths())
+    for (const auto& h : layout.hierarchies)
+      if (p.ends_with(group_suffix) && p.starts_with(h.mountpoint + "/"))
+        cgroup_root = p.substr(h.mountpoint.size());
+
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return Errno("socketpair");
+  UniqueFd ours(sv[0]), theirs(sv[1]);
+  auto criu = TRY(checkpoint::Criu::Load());
+  checkpoint::RestoreOptions r;
+  r.images_dir_fd = request.images_dir_fd;
+  r.root = request.root;
+  r.inherit_fds = {{theirs.get(), request.channel_key}};
+  // Each host mount, made again as the launch makes it (idmapped for rw) and
+  // attached where CRIU can bind it from, in this mount namespace; the
+  // mountpoints in the new root too (they were in the writable layer).
+  std::string staging = paths.run_root + "/restore-" + spec_.id;
+  struct Staging {
+    std::string dir;
+    std::vector<std::string> mounts;
+    ~Staging() {
+      for (const auto& m : mounts) {
+        umount2(m.c_str(), MNT_DETACH);
+        rmdir(m.c_str());
+      }
+      if (!dir.empty()) rmdir(dir.c_str());
+    }
+  } staged;
+  if (!spec_.mounts.empty()) {
+    if (mkdir(staging.c_str(), 0700) < 0 && errno != EEXIST) return Errno("mkdir", staging);
+    staged.dir = staging;
+    // CRIU binds these from inside the restored user namespace: only host
+    // root and the sandbox's root id may walk in.
+    if (chown(staging.c_str(), res_->ids.base, res_->ids.base) < 0) return Errno("chown", staging);
+  }
+  for (size_t i = 0; i < spec_.mounts.size(); ++i) {
+    const HostMount& m = spec_.mounts[i];
+    UniqueFd src = TRY(fs::OpenHostPath(m.source));
+    struct stat st;
+    if (fstat(src.get(), &st) < 0) return Errno("stat", m.source);
+    UniqueFd mnt;
+    if (m.read_only) {
+      mnt = TRY(fs::CloneMount(src.get(), m.source, kRoNoSuidNoDev, -1));
+    } else {
+      if (st.st_uid == 0 && !m.allow_root_owner) return Fail("mount source", m.source + " is owned by root");
+      UniqueFd ns = TRY(fs::MakeSingleIdUserns(st.st_uid, res_->ids.base + spec_.process.uid, st.st_gid,
+                                               res_->ids.base + spec_.process.gid));
+      mnt = TRY(fs::CloneMount(src.get(), m.source, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, ns.get()));
+    }
+    std::string at = staging + "/" + HostMountKey(i);
+    if (S_ISDIR(st.st_mode)) {
+      if (mkdir(at.c_str(), 0700) < 0) return Errno("mkdir", at);
+    } else {
+      UniqueFd f(open(at.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+      if (!f) return Errno("create", at);
+    }
+    if (syscall(SYS_move_mount, mnt.get(), "", AT_FDCWD, at.c_str(), MOVE_MOUNT_F_EMPTY_PATH) < 0)
+      return Errno("move_mount", at);
+    staged.mounts.push_back(at);
+    r.externals.push_back("mnt[" + HostMountKey(i) + "]:" + at);
+    // The mountpoint in the new root (it was in the writable layer). The
+    // root is the runtime's own tree, before anything of the sandbox runs.
+    if (S_ISDIR(st.st_mode)) TRY(MakeDirs(request.root + m.destination));
+  }
+  r.externals.push_back("mnt[]");
+  r.cgroup_root = cgroup_root;
+  init_pid_ = TRY(criu->Restore(r));
+  theirs.Reset();
+  channel_ = std::move(ours);
+  pidfd_.Reset(static_cast<int>(syscall(SYS_pidfd_open, init_pid_, 0)));
+  if (!pidfd_) return Errno("pidfd_open", "restored init");
+
+  // What CRIU doesn't bring back, or can't from inside the user namespace.
+  if (auto adj = WriteProcFile(init_pid_, "oom_score_adj", "-1000"); !adj && adj.error().err != EACCES)
+    return std::unexpected(adj.error());
+  TRY(ShutNestedUserns(init_pid_));
+  if (StatusLine(init_pid_, "Seccomp") != "2")
+    return Fail("restore", "the restored init has no seccomp filter (Seccomp: " + StatusLine(init_pid_, "Seccomp") + ")");
+  if (StatusLine(init_pid_, "NoNewPrivs") != "1")
+    restore_warnings_.push_back("CRIU did not restore no_new_privs of init (pid " + std::to_string(init_pid_) +
+                                "); mounts are nosuid and the bounding set is reduced");
+
+  // init answers on the channel it was handed.
+  if (int e = proto::SendMessage(channel_.get(), proto::Type::kHello, proto::EncodeHello()); e < 0)
+    return ErrnoValue(-e, "send", "hello to the restored init");
+  auto hello = TRY(proto::ReceiveMessage(channel_.get()));
+  if (hello.type != proto::Type::kHello) return Fail("restore", "the restored init didn't answer the hello");
+  TRY(proto::DecodeHello(hello.payload));
+  return {};
+}
+
+}  // namespace airlock
