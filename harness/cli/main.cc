@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "harness/cli/images_cmd.h"
 #include "harness/cli/options.h"
 #include "harness/cli/users.h"
 #include "images/host/host_image.h"
@@ -30,7 +31,8 @@ constexpr const char* kUsage =
     "Runs CMD in a new sandbox and exits with its status (125: airlock's own\n"
     "failure, 124: timeout, 126/127: CMD couldn't be run).\n"
     "\n"
-    "  --image NAME              image (default: host, a read-only view of the host's /usr)\n"
+    "  --image NAME              image (default: host, a read-only view of the host's /usr;\n"
+    "                            others: airlock image import, airlock images)\n"
     "  --mount SRC:DST[:ro|rw]   bind a host path (default ro); rw,allow-root for a root-owned SRC\n"
     "  --workspace DIR           DIR read-write at /workspace (the working directory)\n"
     "  --env K=V                 set an environment variable (the caller's are not passed)\n"
@@ -46,8 +48,10 @@ constexpr const char* kUsage =
     "  --checkpointable          namespaces CRIU can dump (its network namespace then\n"
     "                            belongs to the sandbox; ~0.3 ms slower to start)\n"
     "\n"
-    "Other commands: airlock check (kernel features), airlock cleanup (remove what\n"
-    "killed runs left), airlock version.\n";
+    "Other commands: airlock images [--json], airlock rmi NAME, airlock image import\n"
+    "FILE [--name NAME] [--strip-setid] (OCI layout or docker/podman save archive),\n"
+    "airlock image inspect NAME, airlock check (kernel features, CRIU), airlock cleanup\n"
+    "(remove what killed runs left), airlock version.\n";
 
 [[noreturn]] void Die(const std::string& msg) {
   fprintf(stderr, "airlock: %s\n", msg.c_str());
@@ -93,16 +97,6 @@ std::string NewSandboxId() {
   return id;
 }
 
-// Resolves an image name to its layers. Only `host` is built in; the image
-// store arrives with OCI import.
-Result<images::ImageLayers> ResolveImage(const RuntimePaths& paths, const std::string& name) {
-  if (name != "host") return Fail("invalid option", "--image: unknown image \"" + name + "\" (available: host)");
-  TRY(PrepareRuntimeDirs(paths));
-  std::string store = paths.state_root + "/images";
-  if (mkdir(store.c_str(), 0700) < 0 && errno != EEXIST) return Errno("mkdir", store);
-  return images::EnsureHostImage(store);
-}
-
 int Run(const std::vector<std::string>& args) {
   if (!args.empty() && (args[0] == "--help" || args[0] == "-h")) {
     fputs(kUsage, stdout);
@@ -117,35 +111,39 @@ int Run(const std::vector<std::string>& args) {
 
   timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
-  auto image = ResolveImage(paths, opts->image);
+  auto image = ResolveRunImage(paths, opts->image);
   if (!image) Die(image.error().Message());
-  auto pin = images::PinImageLayer(image->lower_dirs.front());
-  if (!pin) Die(pin.error().Message());
   clock_gettime(CLOCK_MONOTONIC, &t1);
   const long image_us = (t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000;
 
   SandboxSpec spec;
   spec.id = NewSandboxId();
-  spec.layers = image->lower_dirs;
-  for (const auto& b : image->binds) spec.image_binds.push_back({b.host_path, b.target});
+  spec.layers = image->layers;
+  for (const auto& b : image->binds) spec.image_binds.push_back({b.source, b.target});
   spec.mounts = opts->mounts;
   spec.hostname = opts->hostname;
   spec.limits = opts->limits;
   spec.timeout = opts->timeout;
   spec.seccomp_profile = opts->seccomp;
 
-  auto user = ResolveUser(image->lower_dirs, opts->user.value_or("sandbox"));
+  auto user = ResolveUser(image->layers, opts->user.value_or(image->default_user));
   if (!user) Die(user.error().Message());
   spec.process.argv = opts->argv;
   spec.process.uid = user->uid;
   spec.process.gid = user->gid;
-  spec.process.cwd = "/workspace";
-  std::vector<std::string> env = {
-      "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-      "HOME=" + user->home,
-      "LANG=C.UTF-8",
+  spec.process.cwd = opts->workspace ? "/workspace" : image->workdir.empty() ? "/" : image->workdir;
+  // The image's environment, then clean defaults for what it leaves out.
+  std::vector<std::string> env = image->env;
+  auto add_default = [&env](const std::string& kv) {
+    std::string key = kv.substr(0, kv.find('=') + 1);
+    for (const auto& e : env)
+      if (e.starts_with(key)) return;
+    env.push_back(kv);
   };
-  if (const char* term = getenv("TERM")) env.push_back(std::string("TERM=") + term);
+  add_default("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+  add_default("HOME=" + user->home);
+  add_default("LANG=C.UTF-8");
+  if (const char* term = getenv("TERM")) add_default(std::string("TERM=") + term);
   // --env values override the defaults.
   for (const auto& kv : opts->env) {
     std::string key = kv.substr(0, kv.find('=') + 1);
@@ -172,8 +170,10 @@ int Run(const std::vector<std::string>& args) {
   auto sandbox = Sandbox::Start(spec, paths, lo);
   if (!sandbox) Die(sandbox.error().Message());
   // Teardown off the caller's path (timings want it measured in line).
+  std::vector<int> pins;
+  for (const auto& p : image->pins) pins.push_back(p.get());
   if (!lo.timings)
-    if (auto handed = (*sandbox)->HandOffTeardown(); !handed) Die(handed.error().Message());
+    if (auto handed = (*sandbox)->HandOffTeardown(pins); !handed) Die(handed.error().Message());
   auto outcome = (*sandbox)->WaitOneShot(sigfd);
   if (!outcome) Die(outcome.error().Message());
   auto destroyed = (*sandbox)->Destroy();
@@ -200,6 +200,9 @@ int main(int argc, char** argv) {
   std::string cmd = args[0];
   args.erase(args.begin());
   if (cmd == "run") return cli::Run(args);
+  if (cmd == "images") return cli::ImagesCommand(cli::DefaultPaths(), args);
+  if (cmd == "rmi") return cli::RmiCommand(cli::DefaultPaths(), args);
+  if (cmd == "image") return cli::ImageCommand(cli::DefaultPaths(), args);
   if (cmd == "version") {
     puts("airlock 0.1.0");
     return 0;
@@ -221,5 +224,5 @@ int main(int argc, char** argv) {
     printf("removed %d stale sandbox(es)\n", *n);
     return 0;
   }
-  cli::Die("unknown command \"" + cmd + "\" (run, check, cleanup, version)");
+  cli::Die("unknown command \"" + cmd + "\" (run, images, rmi, image, check, cleanup, version)");
 }

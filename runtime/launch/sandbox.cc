@@ -645,7 +645,7 @@ Result<void> Sandbox::Destroy() {
   return first;
 }
 
-Result<void> Sandbox::HandOffTeardown() {
+Result<void> Sandbox::HandOffTeardown(std::span<const int> release_at_exit) {
   if (!res_ || cleaner_link_) return {};
   int link[2];
   if (pipe2(link, O_CLOEXEC) < 0) return Errno("pipe2", "teardown hand-off");
@@ -674,6 +674,8 @@ Result<void> Sandbox::HandOffTeardown() {
       }
       reaped_ = true;
     }
+    // The sandbox's mounts went with its init: what pinned them can go.
+    for (int fd : release_at_exit) close(fd);
     _exit(Destroy() ? 0 : 1);
   }
   cleaner_link_ = std::move(write_end);

@@ -125,7 +125,10 @@ class Sandbox {
   // for stale meanwhile. This object still waits, forwards signals, kills on
   // timeout and reads the cgroup's events, but its Destroy() only kills
   // init. Even a SIGKILL of this process leaves nothing behind for long.
-  Result<void> HandOffTeardown();
+  // `release_at_exit`: descriptors the caller holds for the sandbox's life
+  // (image layer pins): the cleaner inherits them and closes them once init
+  // is gone, before anything else.
+  Result<void> HandOffTeardown(std::span<const int> release_at_exit = {});
 
   // Checkpoints the process tree with CRIU into the directory `images_dir`
   // (an fd). Needs a sandbox started with LaunchOptions::checkpointable and
