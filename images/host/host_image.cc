@@ -16,6 +16,7 @@
 #include <string_view>
 #include <tuple>
 
+#include "images/store/fs_util.h"
 #include "runtime/core/sha256.h"
 
 namespace airlock::images {
@@ -208,25 +209,6 @@ Result<std::vector<std::string>> ListDir(int dirfd, const std::string& what,
   if (err != 0) return ErrnoValue(err, "readdir", what);
   std::sort(names.begin(), names.end());
   return names;
-}
-
-// Removes `name` under `parentfd` and everything beneath it, never
-// following a symlink.
-Result<void> RemoveTree(int parentfd, const std::string& name) {
-  struct stat st;
-  if (fstatat(parentfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-    if (errno == ENOENT) return {};
-    return Errno("stat", name);
-  }
-  if (S_ISDIR(st.st_mode)) {
-    UniqueFd fd(openat(parentfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!fd) return Errno("open", name);
-    for (const auto& child : TRY(ListDir(fd.get(), name))) TRY(RemoveTree(fd.get(), child));
-    if (unlinkat(parentfd, name.c_str(), AT_REMOVEDIR) != 0) return Errno("rmdir", name);
-  } else if (unlinkat(parentfd, name.c_str(), 0) != 0) {
-    return Errno("unlink", name);
-  }
-  return {};
 }
 
 // ---- what is read from the host -------------------------------------------
@@ -687,7 +669,7 @@ struct TempDirGuard {
   int parentfd;
   std::string name;  // cleared once committed
   ~TempDirGuard() {
-    if (!name.empty()) (void)RemoveTree(parentfd, name);
+    if (!name.empty()) (void)fsutil::RemoveTree(parentfd, name);
   }
 };
 
@@ -710,7 +692,7 @@ void CollectOldVersions(int hostdirfd, const std::string& current) {
     struct stat st;
     if (fstatat(hostdirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
     if (name.starts_with(".build-") || name.starts_with(".trash-")) {
-      if (now - st.st_mtime > kStaleTempSeconds) (void)RemoveTree(hostdirfd, name);
+      if (now - st.st_mtime > kStaleTempSeconds) (void)fsutil::RemoveTree(hostdirfd, name);
       continue;
     }
     if (!IsVersionName(name) || !S_ISDIR(st.st_mode)) continue;
@@ -720,7 +702,7 @@ void CollectOldVersions(int hostdirfd, const std::string& current) {
     // half-removed tree.
     std::string trash = ".trash-" + name + "-" + std::to_string(getpid());
     if (renameat(hostdirfd, name.c_str(), hostdirfd, trash.c_str()) != 0) continue;
-    (void)RemoveTree(hostdirfd, trash);
+    (void)fsutil::RemoveTree(hostdirfd, trash);
   }
 }
 

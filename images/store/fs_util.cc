@@ -114,14 +114,4 @@ Result<void> WriteFileAtomic(int dirfd, const std::string& name, const std::stri
   return {};
 }
 
-Result<void> MakeDirs(const std::string& path, mode_t mode) {
-  if (path.empty() || path[0] != '/') return Fail("mkdir", "not an absolute path: " + path);
-  for (size_t pos = 1; pos <= path.size(); ++pos) {
-    if (pos != path.size() && path[pos] != '/') continue;
-    std::string prefix = path.substr(0, pos);
-    if (mkdir(prefix.c_str(), mode) != 0 && errno != EEXIST) return Errno("mkdir", prefix);
-  }
-  return {};
-}
-
 }  // namespace airlock::images::fsutil

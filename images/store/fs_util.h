@@ -30,9 +30,6 @@ Result<std::string> ReadFileAt(int dirfd, const std::string& path, size_t max,
 // rename, so readers see the old or the new content, never a torn one.
 Result<void> WriteFileAtomic(int dirfd, const std::string& name, const std::string& data, mode_t mode);
 
-// mkdir -p of an absolute path; created directories get `mode`.
-Result<void> MakeDirs(const std::string& path, mode_t mode);
-
 // A random suffix for temporary names.
 std::string RandomSuffix();
 

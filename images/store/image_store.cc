@@ -12,6 +12,7 @@
 #include <set>
 
 #include "images/oci/layer_extract.h"
+#include "runtime/core/paths.h"
 #include "images/oci/tar_reader.h"
 #include "images/store/fs_util.h"
 
@@ -30,7 +31,7 @@ struct Store {
 Result<Store> OpenStore(const std::string& root, int lock_op) {
   Store s;
   s.root = root;
-  TRY(fsutil::MakeDirs(root, 0700));
+  TRY(MakeDirs(root));  // mkdir -p, 0700
   s.rootfd.Reset(open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!s.rootfd) return Errno("open", root);
   for (const char* d : {"layers", "layers/sha256", "images"})

@@ -102,13 +102,6 @@ class RealSyscalls final : public Syscalls {
   int Send(int sock, const void* data, size_t len) override {
     return Ret(::send(sock, data, len, MSG_NOSIGNAL));
   }
-  int Receive(int sock, void* data, size_t len) override {
-    ssize_t n;
-    do {
-      n = ::recv(sock, data, len, 0);
-    } while (n < 0 && errno == EINTR);
-    return Ret(n);
-  }
   bool PeerHungUp(int sock) override {
     pollfd p{sock, 0, 0};
     return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR));

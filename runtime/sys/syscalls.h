@@ -50,7 +50,6 @@ class Syscalls {
   // Receives the parent's go message: fills fds (up to max), returns the count or -errno.
   virtual int ReceiveFds(int sock, int* fds, int max) = 0;
   virtual int Send(int sock, const void* data, size_t len) = 0;  // one datagram
-  virtual int Receive(int sock, void* data, size_t len) = 0;     // one datagram; 0 at EOF
   virtual bool PeerHungUp(int sock) = 0;
   virtual int SocketPair(int sv[2]) = 0;  // AF_UNIX SOCK_SEQPACKET, close-on-exec
   virtual int SendFd(int sock, uint16_t type, int fd) = 0;  // an empty proto message carrying fd

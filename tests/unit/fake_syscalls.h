@@ -72,7 +72,6 @@ class FakeSyscalls final : public Syscalls {
   };
 
   // ---- configuration ----
-  int receive_result = 1;  // bytes Receive returns
   bool peer_hung_up = false;
   std::set<std::string> file_sources;  // names of fds IsDirectory answers 0 for
   // Called from ExecveAt before it returns.
@@ -272,12 +271,6 @@ class FakeSyscalls final : public Syscalls {
     if (r < 0) return r;
     sent_.emplace_back(static_cast<const char*>(data), len);
     return static_cast<int>(len);
-  }
-  int Receive(int sock, void* data, size_t len) override {
-    int r = Log("recv " + Fd(sock));
-    if (r < 0) return r;
-    if (receive_result > 0 && len > 0) memset(data, 'p', 1);
-    return receive_result;
   }
   bool PeerHungUp(int sock) override {
     Log("peer_hung_up " + Fd(sock));
