@@ -9,7 +9,9 @@ set -eu
 cd "$(dirname "$0")/.."
 
 packages="build-essential cmake pkg-config libseccomp-dev libcap-dev libmnl-dev
-  nlohmann-json3-dev catch2 btrfs-progs python3"
+  nlohmann-json3-dev catch2 btrfs-progs python3
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libsqlite3-dev
+  libyaml-cpp-dev python3-grpcio python3-protobuf python3-pytest"
 for arg in "$@"; do
   case "$arg" in
     --bench) packages="$packages hyperfine bubblewrap runc crun util-linux" ;;
@@ -32,4 +34,4 @@ fi
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$(nproc)"
-echo "setup: built build/airlock and build/airlock-init"
+echo "setup: built build/airlock, build/airlock-init and build/airlockd"

@@ -51,7 +51,10 @@ constexpr const char* kUsage =
     "Other commands: airlock images [--json], airlock rmi NAME, airlock image import\n"
     "FILE [--name NAME] [--strip-setid] (OCI layout or docker/podman save archive),\n"
     "airlock image inspect NAME, airlock check (kernel features, CRIU), airlock cleanup\n"
-    "(remove what killed runs left), airlock version.\n";
+    "(remove what killed runs left), airlock version.\n"
+    "\n"
+    "Persistent sandboxes, served by airlockd (`airlock daemon` runs it): airlock create,\n"
+    "exec, ps, inspect, cp, pause, resume, rm, stats, events (`airlock CMD --help`).\n";
 
 [[noreturn]] void Die(const std::string& msg) {
   fprintf(stderr, "airlock: %s\n", msg.c_str());
@@ -187,6 +190,25 @@ int Run(const std::vector<std::string>& args) {
   return outcome->ExitStatus();
 }
 
+// Commands a daemon serves: airlock-remote, which links gRPC, runs them, so
+// that `airlock run` never loads it (decision 8).
+bool IsRemoteCommand(const std::string& cmd) {
+  for (const char* c : {"create", "exec", "ps", "inspect", "cp", "pause", "resume", "rm", "stats", "events"})
+    if (cmd == c) return true;
+  return false;
+}
+
+// Replaces this process with a sibling program (airlock-remote, airlockd).
+[[noreturn]] void ExecSibling(const std::string& name, const std::string& libexec_name, char** argv) {
+  std::string dir = ExeDir();
+  for (std::string candidate : {dir + "/" + name, dir + "/../libexec/airlock/" + libexec_name})
+    if (access(candidate.c_str(), X_OK) == 0) {
+      execv(candidate.c_str(), argv);
+      Die("exec " + candidate + ": " + strerror(errno));
+    }
+  Die(name + " not found next to " + dir);
+}
+
 }  // namespace
 }  // namespace airlock::cli
 
@@ -199,6 +221,11 @@ int main(int argc, char** argv) {
   }
   std::string cmd = args[0];
   args.erase(args.begin());
+  if (cli::IsRemoteCommand(cmd)) cli::ExecSibling("airlock-remote", "airlock-remote", argv);
+  if (cmd == "daemon") {
+    argv[1] = argv[0];  // airlockd's own options follow
+    cli::ExecSibling("airlockd", "airlockd", argv + 1);
+  }
   if (cmd == "run") return cli::Run(args);
   if (cmd == "images") return cli::ImagesCommand(cli::DefaultPaths(), args);
   if (cmd == "rmi") return cli::RmiCommand(cli::DefaultPaths(), args);

@@ -112,6 +112,13 @@ struct Events {
   uint64_t pids_max_hits = 0;  // forks refused by a pids.max in the sandbox
 };
 
+// What the whole sandbox group uses now.
+struct Usage {
+  uint64_t cpu_ns = 0;        // CPU time consumed (0 without a cpu accounting controller)
+  uint64_t memory_bytes = 0;  // charged memory, page cache included
+  uint64_t pids = 0;          // tasks
+};
+
 class HierarchyGroup;  // one hierarchy's share of a sandbox (v1.cc, v2.cc)
 
 // One sandbox's cgroup: <base>/airlock-<id>/{init,work} in every hierarchy
@@ -125,6 +132,11 @@ class SandboxCgroup {
   static Result<SandboxCgroup> Create(const Layout& layout,
                                       const std::string& sandbox_id,
                                       const Limits& limits);
+
+  // The groups of a sandbox made earlier by a process since gone (a daemon
+  // re-attaching after a restart): nothing is created or written, and every
+  // group must exist. Remove() works as after Create().
+  static Result<SandboxCgroup> Attach(const Layout& layout, const std::string& sandbox_id);
 
   SandboxCgroup(SandboxCgroup&&) noexcept;
   SandboxCgroup& operator=(SandboxCgroup&&) noexcept;
@@ -140,6 +152,8 @@ class SandboxCgroup {
   Result<std::vector<pid_t>> InitPids() const;
   // OOM kills and refused forks counted anywhere in the sandbox group.
   Result<Events> ReadEvents() const;
+  // Current CPU time, memory and task count of the whole sandbox group.
+  Result<Usage> ReadUsage() const;
   // Freezes the whole sandbox and returns once the kernel reports it frozen
   // (v1 freezer.state FROZEN, v2 cgroup.events "frozen 1"); thaws again and
   // fails with ETIMEDOUT if that takes too long.

@@ -80,6 +80,16 @@ Result<uint64_t> ReadCounter(const std::string& path, std::string_view key) {
   return v.value_or(0);
 }
 
+Result<uint64_t> ReadNumber(const std::string& path) {
+  std::string text = TRY(ReadFile(path));
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  uint64_t v = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size() || text.empty())
+    return Fail("parse", path + ": not a number (\"" + text.substr(0, 32) + "\")");
+  return v;
+}
+
 Result<std::vector<pid_t>> ReadProcs(const std::string& dir) {
   std::string path = dir + "/cgroup.procs";
   std::string text = TRY(ReadFile(path));

@@ -36,6 +36,8 @@ Result<std::optional<uint64_t>> ParseKeyed(std::string_view text,
 // ReadFile + ParseKeyed; an absent key reads as 0 (older kernels lack some
 // counters, e.g. oom_kill before 4.13).
 Result<uint64_t> ReadCounter(const std::string& path, std::string_view key);
+// A file holding one unsigned number (memory.current, pids.current).
+Result<uint64_t> ReadNumber(const std::string& path);
 // The pids listed in <dir>/cgroup.procs.
 Result<std::vector<pid_t>> ReadProcs(const std::string& dir);
 // SIGKILLs each pid, never this process or pid 1; returns how many were sent.
@@ -88,6 +90,8 @@ class HierarchyGroup {
   virtual Result<void> ApplyLimits(const Limits& limits) = 0;
   // Adds this hierarchy's counters (memory, pids) to *events.
   virtual Result<void> AddEvents(Events* events) const = 0;
+  // Adds this hierarchy's share of the group's usage to *usage.
+  virtual Result<void> AddUsage(Usage* usage) const = 0;
   // Only called on the hierarchy hosting the freezer.
   virtual Result<void> Freeze() = 0;
   virtual Result<void> Thaw() = 0;

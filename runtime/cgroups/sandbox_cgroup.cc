@@ -3,8 +3,10 @@
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <sys/statfs.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 
 #include "runtime/cgroups/cgroup.h"
@@ -73,6 +75,28 @@ SandboxCgroup& SandboxCgroup::operator=(SandboxCgroup&& o) noexcept {
 
 SandboxCgroup::~SandboxCgroup() {
   if (!released_ && !created_.empty()) (void)Remove();
+}
+
+Result<SandboxCgroup> SandboxCgroup::Attach(const Layout& layout, const std::string& sandbox_id) {
+  if (!ValidId(sandbox_id)) return Fail("sandbox_id", "bad id \"" + sandbox_id + "\"");
+  SandboxCgroup cg;
+  cg.index_ = layout.index;
+  for (size_t i = 0; i < layout.hierarchies.size(); ++i) {
+    std::array<bool, 4> hosts{};
+    for (Controller c : kControllers)
+      hosts[static_cast<size_t>(c)] = layout.index[static_cast<size_t>(c)] == static_cast<int>(i);
+    const Hierarchy& h = layout.hierarchies[i];
+    cg.groups_.push_back(h.version == Version::kV1 ? NewV1Group(h, hosts, sandbox_id) : NewV2Group(h, hosts, sandbox_id));
+  }
+  for (auto& g : cg.groups_)
+    for (const std::string* dir : {&g->group_dir(), &g->init_dir(), &g->work_dir()}) {
+      if (!internal::Exists(*dir)) {
+        cg.released_ = true;  // none of it is ours to remove
+        return ErrnoValue(ENOENT, "attach cgroup", *dir);
+      }
+      cg.created_.push_back(*dir);
+    }
+  return cg;
 }
 
 Result<SandboxCgroup> SandboxCgroup::Create(const Layout& layout,
@@ -154,6 +178,55 @@ Result<Events> SandboxCgroup::ReadEvents() const {
   Events events;
   for (const auto& g : groups_) TRY(g->AddEvents(&events));
   return events;
+}
+
+namespace {
+
+// utime + stime + cutime + cstime of /proc/<pid>/stat in ns, 0 if the
+// process is gone. Summed over a pid namespace's live processes this counts
+// every process once: a reaped one is in its reaper's c-fields.
+uint64_t ProcessCpuNs(pid_t pid) {
+  auto text = internal::ReadFile("/proc/" + std::to_string(pid) + "/stat");
+  if (!text) return 0;
+  // The command name may hold spaces and parentheses: fields follow the last ')'.
+  size_t close = text->rfind(')');
+  if (close == std::string::npos) return 0;
+  std::string_view rest = std::string_view(*text).substr(close + 1);
+  uint64_t ticks = 0;
+  // Fields 3.. follow; utime is field 14, cstime 17.
+  for (int field = 3; field <= 17 && !rest.empty(); ++field) {
+    rest.remove_prefix(std::min(rest.find_first_not_of(' '), rest.size()));
+    size_t end = std::min(rest.find(' '), rest.size());
+    if (field >= 14) {
+      uint64_t v = 0;
+      std::from_chars(rest.data(), rest.data() + end, v);
+      ticks += v;
+    }
+    rest.remove_prefix(end);
+  }
+  static const long hz = sysconf(_SC_CLK_TCK);
+  return ticks * (1000000000ull / static_cast<uint64_t>(hz > 0 ? hz : 100));
+}
+
+}  // namespace
+
+Result<Usage> SandboxCgroup::ReadUsage() const {
+  Usage usage;
+  for (const auto& g : groups_) TRY(g->AddUsage(&usage));
+  // A v1 host without cpuacct beside cpu (like this project's CI) has no
+  // cgroup CPU counter: add up the processes' own accounting instead.
+  bool has_cpu_counter = false;
+  for (const auto& g : groups_)
+    has_cpu_counter |= g->version() == Version::kV2 ||
+                       (g->Hosts(Controller::kCpu) && internal::Exists(g->group_dir() + "/cpuacct.usage"));
+  if (!has_cpu_counter)
+    if (HierarchyGroup* g = GroupFor(Controller::kPids))
+      for (const std::string* dir : {&g->init_dir(), &g->work_dir()}) {
+        auto pids = internal::ReadProcs(*dir);
+        if (pids)
+          for (pid_t pid : *pids) usage.cpu_ns += ProcessCpuNs(pid);
+      }
+  return usage;
 }
 
 Result<void> SandboxCgroup::Freeze() {

@@ -10,6 +10,7 @@ namespace {
 
 using internal::Exists;
 using internal::ReadCounter;
+using internal::ReadNumber;
 using internal::WriteFile;
 
 class CgroupV1 final : public HierarchyGroup {
@@ -61,6 +62,17 @@ class CgroupV1 final : public HierarchyGroup {
       if (Hosts(Controller::kPids))
         events->pids_max_hits += TRY(ReadCounter(*dir + "/pids.events", "max"));
     }
+    return {};
+  }
+
+  Result<void> AddUsage(Usage* usage) const override {
+    // v1 counters are hierarchical: the group's own file covers init and work.
+    if (Hosts(Controller::kMemory))
+      usage->memory_bytes += TRY(ReadNumber(group_ + "/memory.usage_in_bytes"));
+    if (Hosts(Controller::kPids)) usage->pids += TRY(ReadNumber(group_ + "/pids.current"));
+    // cpuacct shares the cpu hierarchy where it is mounted as "cpu,cpuacct".
+    if (Hosts(Controller::kCpu) && Exists(group_ + "/cpuacct.usage"))
+      usage->cpu_ns += TRY(ReadNumber(group_ + "/cpuacct.usage"));
     return {};
   }
 

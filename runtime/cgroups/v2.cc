@@ -14,6 +14,7 @@ namespace {
 
 using internal::Exists;
 using internal::ReadCounter;
+using internal::ReadNumber;
 using internal::ReadFile;
 using internal::WriteFile;
 
@@ -103,6 +104,16 @@ class CgroupV2 final : public HierarchyGroup {
       for (const std::string* d : dirs)
         events->pids_max_hits += TRY(ReadCounter(*d + file, "max"));
     }
+    return {};
+  }
+
+  Result<void> AddUsage(Usage* usage) const override {
+    if (Hosts(Controller::kMemory)) usage->memory_bytes += TRY(ReadNumber(group_ + "/memory.current"));
+    if (Hosts(Controller::kPids)) usage->pids += TRY(ReadNumber(group_ + "/pids.current"));
+    // cpu.stat's usage_usec exists in every v2 group, with or without the
+    // cpu controller; count it once, on the hierarchy hosting memory.
+    if (Hosts(Controller::kMemory))
+      usage->cpu_ns += TRY(ReadCounter(group_ + "/cpu.stat", "usage_usec")) * 1000;
     return {};
   }
 

@@ -110,6 +110,15 @@ class Sandbox {
   static Result<std::unique_ptr<Sandbox>> Restore(const SandboxSpec& spec, const RestoreRequest& request,
                                                   const RuntimePaths& paths, const LaunchOptions& options);
 
+  // Takes over a running persistent sandbox whose owner is gone (airlockd
+  // restarted; a keeper process held init's channel and pidfd meanwhile):
+  // takes its record's lock, checks that the pidfd's process is alive and is
+  // the init of sandbox spec.id's cgroup, and attaches to its cgroups, pool
+  // subvolume and id range, so that Destroy() removes them as usual. `spec`
+  // needs only the id and limits. No message is exchanged with init here.
+  static Result<std::unique_ptr<Sandbox>> Adopt(const SandboxSpec& spec, const RuntimePaths& paths,
+                                                UniqueFd channel, UniqueFd pidfd);
+
   // Runs `process` inside, with the given stdin, stdout, stderr.
   Result<void> Exec(const ProcessSpec& process, std::span<const int> stdio);
   // Waits for the command Exec() started. Signals readable from `signal_fd`
@@ -141,6 +150,16 @@ class Sandbox {
   // the replacement under.
   Result<std::string> ChannelKey() const;
 
+  // For the owner of a long-lived sandbox (airlockd): its cgroup's counters
+  // (OOM kills, refused forks), what it uses now, and the freezer (Pause).
+  Result<cgroups::Events> ReadCgroupEvents() const;
+  Result<cgroups::Usage> ReadUsage() const;
+  Result<void> Freeze();
+  Result<void> Thaw();
+  // init's pidfd: readable once init has exited (the sandbox is over).
+  int pidfd() const { return pidfd_.get(); }
+  const SandboxSpec& spec() const { return spec_; }
+
   const std::vector<std::string>& restore_warnings() const { return restore_warnings_; }
   pid_t init_pid() const { return init_pid_; }
   int channel_fd() const { return channel_.get(); }
@@ -152,7 +171,7 @@ class Sandbox {
   Result<void> Launch(const RuntimePaths& paths, const LaunchOptions& options);
   Result<CgroupJoinFiles> MakeCgroup(const cgroups::Layout& layout);
   // Launch's phases, in order.
-  Result<void> ClaimIdentity(const RuntimePaths& paths, const LaunchOptions& options);
+  Result<void> ClaimIdentity(const RuntimePaths& paths);
   Result<ResolvedSources> ResolveSources(const LaunchPlan& plan, const RuntimePaths& paths);
   Result<std::vector<UniqueFd>> BuildMounts(const LaunchPlan& plan, const ResolvedSources& sources,
                                             const storage::Subvolume* subvolume);

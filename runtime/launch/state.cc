@@ -3,9 +3,11 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 
 #include "runtime/cgroups/cgroup.h"
@@ -47,15 +49,63 @@ Result<void> PrepareRuntimeDirs(const RuntimePaths& paths) {
 }
 
 Result<SandboxRecord> SandboxRecord::Create(const RuntimePaths& paths, const std::string& id) {
+  // Built under a hidden name and renamed into place once locked: a cleanup
+  // running meanwhile (another launch) must never see the record without
+  // its lock held, or it would take it for a dead run's and remove it.
+  SandboxRecord r;
+  uint32_t nonce = 0;
+  if (getrandom(&nonce, sizeof(nonce), 0) != sizeof(nonce)) return Errno("getrandom", "record name");
+  char suffix[16];
+  snprintf(suffix, sizeof(suffix), "%08x", nonce);
+  const std::string staging = paths.SandboxesDir() + "/.new-" + id + "-" + suffix;
+  r.dir_ = staging;
+  if (mkdir(staging.c_str(), 0700) < 0) return Errno("mkdir", staging);
+  r.lock_.Reset(open((staging + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!r.lock_) return Errno("open", staging + "/lock");
+  if (flock(r.lock_.get(), LOCK_EX | LOCK_NB) < 0) return Errno("flock", staging + "/lock");
+  r.notes_.Reset(open((staging + "/cleanup").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+  if (!r.notes_) return Errno("open", staging + "/cleanup");
+  const std::string dir = paths.SandboxesDir() + "/" + id;
+  if (renameat2(AT_FDCWD, staging.c_str(), AT_FDCWD, dir.c_str(), RENAME_NOREPLACE) < 0) {
+    int err = errno;
+    r.Remove();
+    return ErrnoValue(err, "rename", dir);
+  }
+  r.dir_ = dir;
+  return r;
+}
+
+Result<SandboxRecord> SandboxRecord::Adopt(const RuntimePaths& paths, const std::string& id, RecordNotes* notes) {
   SandboxRecord r;
   r.dir_ = paths.SandboxesDir() + "/" + id;
-  if (mkdir(r.dir_.c_str(), 0700) < 0) return Errno("mkdir", r.dir_);
-  r.lock_.Reset(open((r.dir_ + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  r.lock_.Reset(open((r.dir_ + "/lock").c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
   if (!r.lock_) return Errno("open", r.dir_ + "/lock");
-  if (flock(r.lock_.get(), LOCK_EX | LOCK_NB) < 0) return Errno("flock", r.dir_ + "/lock");
-  r.notes_.Reset(open((r.dir_ + "/cleanup").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+  if (flock(r.lock_.get(), LOCK_EX | LOCK_NB) < 0)
+    return ErrnoValue(errno == EWOULDBLOCK ? EBUSY : errno, "flock", r.dir_ + "/lock (a live run holds it)");
+  UniqueFd in(open((r.dir_ + "/cleanup").c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!in) return Errno("open", r.dir_ + "/cleanup");
+  *notes = ParseRecordNotes(ReadAll(in.get()));
+  r.notes_.Reset(open((r.dir_ + "/cleanup").c_str(), O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW));
   if (!r.notes_) return Errno("open", r.dir_ + "/cleanup");
   return r;
+}
+
+RecordNotes ParseRecordNotes(const std::string& notes) {
+  RecordNotes out;
+  size_t pos = 0;
+  while (pos < notes.size()) {
+    size_t nl = notes.find('\n', pos);
+    if (nl == std::string::npos) break;
+    std::string line = notes.substr(pos, nl - pos);
+    pos = nl + 1;
+    size_t sp = line.find(' ');
+    if (sp == std::string::npos) continue;
+    std::string kind = line.substr(0, sp), value = line.substr(sp + 1);
+    if (kind == "cgroup") out.cgroups.push_back(value);
+    else if (kind == "subvolume") out.subvolumes.push_back(value);
+    else if (kind == "idrange") out.idranges.push_back(value);
+  }
+  return out;
 }
 
 Result<void> SandboxRecord::Note(const std::string& kind, const std::string& value) {
@@ -79,9 +129,25 @@ Result<int> CleanupStaleSandboxes(const RuntimePaths& paths) {
   DIR* d = opendir(paths.SandboxesDir().c_str());
   if (d == nullptr) return errno == ENOENT ? Result<int>(0) : Errno("opendir", paths.SandboxesDir());
   std::vector<std::string> names;
-  while (dirent* e = readdir(d))
-    if (e->d_name[0] != '.') names.emplace_back(e->d_name);
+  std::vector<std::string> staging;
+  while (dirent* e = readdir(d)) {
+    std::string name = e->d_name;
+    if (name.starts_with(".new-")) staging.push_back(name);
+    else if (name[0] != '.') names.push_back(name);
+  }
   closedir(d);
+  // Records a launch died building (before their rename): nothing was made
+  // for them yet. Young ones may be in the making.
+  for (const auto& name : staging) {
+    std::string dir = paths.SandboxesDir() + "/" + name;
+    struct stat st;
+    if (stat(dir.c_str(), &st) != 0 || time(nullptr) - st.st_mtime < 60) continue;
+    UniqueFd lock(open((dir + "/lock").c_str(), O_RDWR | O_CLOEXEC));
+    if (lock && flock(lock.get(), LOCK_EX | LOCK_NB) < 0) continue;
+    unlink((dir + "/cleanup").c_str());
+    unlink((dir + "/lock").c_str());
+    rmdir(dir.c_str());
+  }
   int cleaned = 0;
   for (const auto& name : names) {
     std::string dir = paths.SandboxesDir() + "/" + name;
@@ -98,20 +164,7 @@ Result<int> CleanupStaleSandboxes(const RuntimePaths& paths) {
     std::string notes;
     UniqueFd nf(open((dir + "/cleanup").c_str(), O_RDONLY | O_CLOEXEC));
     if (nf) notes = ReadAll(nf.get());
-    std::vector<std::string> cgroups, subvolumes, idranges;
-    size_t pos = 0;
-    while (pos < notes.size()) {
-      size_t nl = notes.find('\n', pos);
-      if (nl == std::string::npos) break;  // a torn last line: its resource was never made
-      std::string line = notes.substr(pos, nl - pos);
-      pos = nl + 1;
-      size_t sp = line.find(' ');
-      if (sp == std::string::npos) continue;
-      std::string kind = line.substr(0, sp), value = line.substr(sp + 1);
-      if (kind == "cgroup") cgroups.push_back(value);
-      else if (kind == "subvolume") subvolumes.push_back(value);
-      else if (kind == "idrange") idranges.push_back(value);
-    }
+    auto [cgroups, subvolumes, idranges] = ParseRecordNotes(notes);
     Result<void> ok;
     if (!cgroups.empty()) ok = cgroups::RemoveStale(cgroups);
     if (!ok) return Fail("cleanup of " + dir, ok.error().Message());

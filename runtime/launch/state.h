@@ -27,11 +27,22 @@ struct RuntimePaths {
   std::string StageDir() const { return run_root + "/stage"; }
 };
 
+// What a record's cleanup file lists, by kind.
+struct RecordNotes {
+  std::vector<std::string> cgroups, subvolumes, idranges;
+};
+// Parses a cleanup file; a torn last line (no newline) is ignored: its
+// resource was never made.
+RecordNotes ParseRecordNotes(const std::string& text);
+
 class SandboxRecord {
  public:
   // Creates the sandbox's directory and takes its lock. Fails with EEXIST if
   // the id is in use.
   static Result<SandboxRecord> Create(const RuntimePaths& paths, const std::string& id);
+  // Takes over the record of sandbox `id` whose owner is gone (a daemon that
+  // was restarted): its lock must be free. Fills *notes from the record.
+  static Result<SandboxRecord> Adopt(const RuntimePaths& paths, const std::string& id, RecordNotes* notes);
   // Appends one line ("cgroup /sys/fs/cgroup/..."); no fsync: it must survive
   // the death of this process, which the page cache does.
   Result<void> Note(const std::string& kind, const std::string& value);

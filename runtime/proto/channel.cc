@@ -4,7 +4,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+
+#include "runtime/proto/wire.h"
 
 namespace airlock::proto {
 namespace {
@@ -16,66 +19,89 @@ struct Header {
 };
 static_assert(sizeof(Header) == 8);
 
-class Writer {
- public:
-  void U32(uint32_t v) { out_.append(reinterpret_cast<const char*>(&v), sizeof(v)); }
-  void I32(int32_t v) { out_.append(reinterpret_cast<const char*>(&v), sizeof(v)); }
-  void Str(std::string_view s) {
-    U32(static_cast<uint32_t>(s.size()));
-    out_.append(s);
-  }
-  void Strs(const std::vector<std::string>& v) {
-    U32(static_cast<uint32_t>(v.size()));
-    for (const auto& s : v) Str(s);
-  }
-  std::string Take() { return std::move(out_); }
+using wire::Reader;
+using wire::Writer;
 
- private:
-  std::string out_;
-};
+// Longest path a request may name: PATH_MAX less its NUL.
+constexpr size_t kMaxPath = 4095;
+constexpr uint32_t kMaxGroups = 64;
+// kChown's owner ids: a sandbox's user namespace maps 65536 of them.
+constexpr uint32_t kMaxOwnerId = 65535;
 
-class Reader {
- public:
-  Reader(std::string_view in, const char* what) : in_(in), what_(what) {}
-  Result<uint32_t> U32(const char* field) {
-    if (in_.size() < 4) return Short(field);
-    uint32_t v;
-    memcpy(&v, in_.data(), 4);
-    in_.remove_prefix(4);
-    return v;
-  }
-  Result<int32_t> I32(const char* field) {
-    uint32_t v = TRY(U32(field));
-    return static_cast<int32_t>(v);
-  }
-  Result<std::string> Str(const char* field) {
-    uint32_t n = TRY(U32(field));
-    if (n > in_.size()) return Short(field);
-    std::string s(in_.substr(0, n));
-    in_.remove_prefix(n);
-    if (s.find('\0') != std::string::npos) return Fail(what_, std::string(field) + ": contains NUL");
-    return s;
-  }
-  Result<std::vector<std::string>> Strs(const char* field, uint32_t max_count) {
-    uint32_t n = TRY(U32(field));
-    if (n > max_count) return Fail(what_, std::string(field) + ": too many entries (" + std::to_string(n) + ")");
-    std::vector<std::string> v;
-    v.reserve(n);
-    for (uint32_t i = 0; i < n; ++i) v.push_back(TRY(Str(field)));
-    return v;
-  }
-  Result<void> End() {
-    if (!in_.empty()) return Fail(what_, std::to_string(in_.size()) + " trailing bytes");
-    return {};
-  }
+std::string Format(const char* fmt, uint32_t v) {
+  char buf[16];
+  snprintf(buf, sizeof(buf), fmt, v);
+  return buf;
+}
+std::string ToHex(uint32_t v) { return Format("%x", v); }
+std::string ToOctal(uint32_t v) { return Format("%o", v); }
 
- private:
-  std::unexpected<Error> Short(const char* field) {
-    return Fail(what_, std::string(field) + ": message too short");
+Result<std::vector<uint32_t>> ReadGroups(Reader& r) {
+  uint32_t n = TRY(r.U32("groups"));
+  if (n > kMaxGroups) return r.Bad("groups", "too many entries");
+  std::vector<uint32_t> groups;
+  for (uint32_t i = 0; i < n; ++i) groups.push_back(TRY(r.U32("groups")));
+  return groups;
+}
+
+void WriteGroups(Writer& w, const std::vector<uint32_t>& groups) {
+  w.U32(static_cast<uint32_t>(groups.size()));
+  for (uint32_t g : groups) w.U32(g);
+}
+
+// The flags each file operation accepts besides kNoSymlinks, which all do.
+uint32_t OwnFlags(FileOp op) {
+  switch (op) {
+    case FileOp::kRead:
+    case FileOp::kList:
+      return 0;
+    case FileOp::kWrite:
+      return kWriteCreate | kWriteExclusive | kWriteTruncate | kWriteAppend | kWriteAtomic | kParents | kModeSet;
+    case FileOp::kStat:
+      return kFollow;
+    case FileOp::kMkdir:
+      return kParents | kModeSet;
+    case FileOp::kRemove:
+      return kRecursive;
+    case FileOp::kRename:
+      return kNoReplace;
+    case FileOp::kSymlink:
+      return kParents;
+    case FileOp::kChown:
+      return 0;
   }
-  std::string_view in_;
-  const char* what_;
-};
+  return 0;
+}
+
+uint32_t AllowedFlags(FileOp op) { return OwnFlags(op) | kNoSymlinks; }
+
+// What a decoded FileOpRequest must also satisfy: fields that mean nothing
+// for its op are zero or empty, so a request reads one way only.
+Result<void> CheckFileOp(const FileOpRequest& m) {
+  const char* what = "file operation request";
+  if (m.flags & ~AllowedFlags(m.op))
+    return Fail(what, "flags: 0x" + ToHex(m.flags) + " not allowed for op " + std::to_string(static_cast<uint32_t>(m.op)));
+  if ((m.flags & kWriteExclusive) && !(m.flags & (kWriteCreate | kWriteAtomic)))
+    return Fail(what, "flags: exclusive without create");
+  if ((m.flags & kWriteAtomic) && (m.flags & kWriteAppend)) return Fail(what, "flags: atomic with append");
+  if (m.mode > 07777) return Fail(what, "mode: 0" + ToOctal(m.mode) + " has more than permission bits");
+  if (m.mode != 0 && !(m.flags & kModeSet)) return Fail(what, "mode: set without the mode-set flag");
+  if (m.path.empty()) return Fail(what, "path: empty");
+  // kSymlink's target is path2: stored as given, but never empty (the
+  // kernel refuses that with ENOENT).
+  const bool has_path2 = m.op == FileOp::kRename || m.op == FileOp::kSymlink;
+  if (has_path2 == m.path2.empty())
+    return Fail(what, has_path2 ? "path2: empty" : "path2: only for rename and symlink");
+  if (m.op != FileOp::kChown && (m.owner_uid != 0 || m.owner_gid != 0))
+    return Fail(what, "owner_uid, owner_gid: only for chown");
+  if (m.owner_uid > kMaxOwnerId) return Fail(what, "owner_uid: out of range (" + std::to_string(m.owner_uid) + ")");
+  if (m.owner_gid > kMaxOwnerId) return Fail(what, "owner_gid: out of range (" + std::to_string(m.owner_gid) + ")");
+  if (m.cwd.empty() || m.cwd[0] != '/') return Fail(what, "cwd: not absolute");
+  if (m.op != FileOp::kRead && (m.offset != 0 || m.length != 0)) return Fail(what, "offset, length: only for read");
+  if (m.offset > static_cast<uint64_t>(INT64_MAX)) return Fail(what, "offset: out of range");
+  if (m.length > static_cast<uint64_t>(INT64_MAX)) return Fail(what, "length: out of range");
+  return {};
+}
 
 }  // namespace
 
@@ -94,8 +120,10 @@ std::string Encode(const ExecRequest& m) {
   w.Str(m.cwd);
   w.U32(m.uid);
   w.U32(m.gid);
-  w.U32(static_cast<uint32_t>(m.groups.size()));
-  for (uint32_t g : m.groups) w.U32(g);
+  WriteGroups(w, m.groups);
+  w.U32(m.tty ? 1 : 0);
+  w.U32(m.rows);
+  w.U32(m.cols);
   return w.Take();
 }
 std::string Encode(const ExecFailed& m) {
@@ -116,6 +144,30 @@ std::string Encode(const Exited& m) {
   w.U32(m.id);
   w.I32(m.code);
   w.I32(m.signal);
+  return w.Take();
+}
+std::string Encode(const Signal& m) {
+  Writer w;
+  w.U32(m.id);
+  w.I32(m.signo);
+  return w.Take();
+}
+std::string Encode(const FileOpRequest& m) {
+  Writer w;
+  w.U32(m.id);
+  w.U32(static_cast<uint32_t>(m.op));
+  w.U32(m.uid);
+  w.U32(m.gid);
+  WriteGroups(w, m.groups);
+  w.Str(m.path);
+  w.Str(m.path2);
+  w.Str(m.cwd);
+  w.U64(m.offset);
+  w.U64(m.length);
+  w.U32(m.flags);
+  w.U32(m.mode);
+  w.U32(m.owner_uid);
+  w.U32(m.owner_gid);
   return w.Take();
 }
 std::string EncodeHello() {
@@ -144,11 +196,56 @@ Result<ExecRequest> DecodeExecRequest(std::string_view payload) {
   m.cwd = TRY(r.Str("cwd"));
   m.uid = TRY(r.U32("uid"));
   m.gid = TRY(r.U32("gid"));
-  uint32_t n = TRY(r.U32("groups"));
-  if (n > 64) return Fail("exec request", "groups: too many entries");
-  for (uint32_t i = 0; i < n; ++i) m.groups.push_back(TRY(r.U32("groups")));
+  m.groups = TRY(ReadGroups(r));
+  uint32_t tty = TRY(r.U32("tty"));
+  uint32_t rows = TRY(r.U32("rows"));
+  uint32_t cols = TRY(r.U32("cols"));
   TRY(r.End());
   if (m.argv.empty()) return Fail("exec request", "argv: empty");
+  if (tty > 1) return Fail("exec request", "tty: neither 0 nor 1 (" + std::to_string(tty) + ")");
+  if (rows > UINT16_MAX || cols > UINT16_MAX)
+    return Fail("exec request", "rows, cols: out of range (" + std::to_string(rows) + "x" + std::to_string(cols) + ")");
+  if ((rows == 0) != (cols == 0)) return Fail("exec request", "rows, cols: one of them is 0");
+  if (!tty && rows != 0) return Fail("exec request", "rows, cols: set without a tty");
+  m.tty = tty == 1;
+  m.rows = static_cast<uint16_t>(rows);
+  m.cols = static_cast<uint16_t>(cols);
+  return m;
+}
+
+Result<Signal> DecodeSignal(std::string_view payload) {
+  Reader r(payload, "signal request");
+  Signal m;
+  m.id = TRY(r.U32("id"));
+  m.signo = TRY(r.I32("signo"));
+  TRY(r.End());
+  if (m.signo < 1 || m.signo > 64) return Fail("signal request", "signo: out of range (" + std::to_string(m.signo) + ")");
+  return m;
+}
+
+Result<FileOpRequest> DecodeFileOpRequest(std::string_view payload) {
+  Reader r(payload, "file operation request");
+  FileOpRequest m;
+  m.id = TRY(r.U32("id"));
+  uint32_t op = TRY(r.U32("op"));
+  if (op < static_cast<uint32_t>(FileOp::kRead) || op > static_cast<uint32_t>(FileOp::kChown))
+    return r.Bad("op", "unknown (" + std::to_string(op) + ")");
+  m.op = static_cast<FileOp>(op);
+  m.uid = TRY(r.U32("uid"));
+  m.gid = TRY(r.U32("gid"));
+  m.groups = TRY(ReadGroups(r));
+  m.path = TRY(r.Str("path", kMaxPath));
+  m.path2 = TRY(r.Str("path2", kMaxPath));
+  m.cwd = TRY(r.Str("cwd", kMaxPath));
+  m.offset = TRY(r.U64("offset"));
+  m.length = TRY(r.U64("length"));
+  m.flags = TRY(r.U32("flags"));
+  m.mode = TRY(r.U32("mode"));
+  m.owner_uid = TRY(r.U32("owner_uid"));
+  m.owner_gid = TRY(r.U32("owner_gid"));
+  TRY(r.End());
+  if (m.flags & ~kFileOpFlagsMask) return Fail("file operation request", "flags: unknown bits 0x" + ToHex(m.flags & ~kFileOpFlagsMask));
+  TRY(CheckFileOp(m));
   return m;
 }
 
@@ -297,7 +394,7 @@ Result<Message> ReceiveMessage(int sock, bool dont_wait) {
     return Fail("sandbox channel", "protocol version " + std::to_string(h.version) + ", expected " + std::to_string(kVersion));
   if (h.length != static_cast<size_t>(n) - sizeof(Header))
     return Fail("sandbox channel", "length field " + std::to_string(h.length) + " doesn't match the datagram");
-  if (h.type < 1 || h.type > static_cast<uint16_t>(Type::kChannel))
+  if (h.type < 1 || h.type > static_cast<uint16_t>(Type::kFileOp))
     return Fail("sandbox channel", "unknown message type " + std::to_string(h.type));
   if (out.fds.size() > kMaxFds) return Fail("sandbox channel", "too many fds");
   out.type = static_cast<Type>(h.type);

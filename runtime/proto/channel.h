@@ -4,8 +4,9 @@
 // sandbox is untrusted: Decode* bound every length and check every field.
 //
 // Wire format: a fixed header {u16 version, u16 type, u32 length of payload}
-// then the payload, built from u32/i32 values and length-prefixed strings,
-// little-endian (both ends share one host).
+// then the payload, built from u32/i32/u64 values and length-prefixed strings,
+// little-endian (both ends share one host). Version 2 added ExecRequest's
+// tty, rows, cols (three u32 after groups), Signal and FileOpRequest.
 #pragma once
 
 #include <sys/types.h>
@@ -22,7 +23,7 @@
 
 namespace airlock::proto {
 
-inline constexpr uint16_t kVersion = 1;
+inline constexpr uint16_t kVersion = 2;
 inline constexpr size_t kMaxMessage = 128 * 1024;
 inline constexpr size_t kMaxFds = kMaxMountSources;
 // The fd number the channel has in airlock-init.
@@ -42,6 +43,8 @@ enum class Type : uint16_t {
   kTimings = 8,      // launch child -> runtime: u64 nanoseconds per child step
   kChannel = 9,      // launch child -> runtime: the runtime's end of a new channel
                      // made in the sandbox's own network namespace (checkpointable)
+  kSignal = 10,      // runtime -> init: a Signal for one command's process group
+  kFileOp = 11,      // runtime -> init: a FileOpRequest; fds: its data stream
 };
 
 struct SetupFailed {
@@ -57,6 +60,88 @@ struct ExecRequest {
   std::string cwd = "/";
   uint32_t uid = 0, gid = 0;
   std::vector<uint32_t> groups;
+  // With a terminal: the spawner opens a pty in the sandbox's own devpts,
+  // makes its slave the command's controlling terminal and stdin, stdout and
+  // stderr (the request then carries no fds), and kStarted hands the runtime
+  // the master. rows/cols: its initial size (both 0: leave the kernel's;
+  // both or neither are 0, and only with tty).
+  bool tty = false;
+  uint16_t rows = 0, cols = 0;
+};
+
+// Sends `signo` (1-64) to the process group of the command `id` (commands
+// lead their own session and group). Unknown or finished ids are ignored; a
+// command whose start init hasn't heard of yet gets it once it has started.
+// File operations are signalled the same way (SIGKILL cancels one). The id
+// kAllCommands signals every command and file operation init knows of.
+inline constexpr uint32_t kAllCommands = 0;
+struct Signal {
+  uint32_t id = 0;
+  int32_t signo = 0;
+};
+
+// A file operation run inside the sandbox by a process the spawner forks
+// (no exec) with the given identity: in the sandbox's mount namespace, under
+// its seccomp filter and capabilities, so no path or symlink resolves outside
+// it. It is reported like a command — kStarted, then kExited whose code is 0
+// or the errno the operation failed with (kFileOpMaxErrno at most), or
+// kExecFailed if it could not be forked. Its data travel over the one fd the
+// request carries (kMkdir, kRemove, kRename, kSymlink and kChown need none);
+// see fileops.h for what each op reads or writes there. Decoding is strict:
+// flags an op doesn't use, offset/length outside kRead, path2 outside kRename
+// and kSymlink, owner ids outside kChown and a mode without kModeSet are
+// refused. With kNoSymlinks, ops that never follow a final symlink (lstat,
+// remove, rename, lchown, an atomic write) act on the link itself; the others
+// fail with ELOOP. A one-shot sandbox refuses file operations.
+enum class FileOp : uint32_t {
+  kRead = 1,    // file bytes [offset, offset+length) (length 0: to EOF) -> fd
+  kWrite = 2,   // fd -> file, per kWrite* flags, mode for a created file
+  kStat = 3,    // one StatRecord -> fd (kFollow: stat, else lstat)
+  kList = 4,    // one StatRecord per directory entry -> fd, then EOF
+  kMkdir = 5,   // mode (kModeSet, else 0755); kParents: like mkdir -p (existing dirs are fine)
+  kRemove = 6,  // a file, symlink or empty dir; kRecursive: like rm -r, never
+                // following a symlink nor entering another mount (EXDEV);
+                // a mount point itself is refused (EBUSY)
+  kRename = 7,  // path -> path2 (renameat2; kNoReplace refuses an existing path2)
+  kSymlink = 8,  // a symlink at path pointing to path2 (kParents: missing parents 0755)
+  kChown = 9,    // lchown(path, owner_uid, owner_gid): never follows a final symlink
+};
+inline constexpr uint32_t kFileOpMaxErrno = 254;
+// FileOpRequest.flags
+inline constexpr uint32_t kWriteCreate = 1u << 0;     // O_CREAT
+inline constexpr uint32_t kWriteExclusive = 1u << 1;  // O_EXCL
+inline constexpr uint32_t kWriteTruncate = 1u << 2;   // O_TRUNC
+inline constexpr uint32_t kWriteAppend = 1u << 3;     // O_APPEND
+// Write a temporary file beside path, fsync it, rename it over path: readers
+// see the old content or the new, never a mix. Keeps an existing file's mode
+// (and owner, where the caller may chown) unless mode is given (kModeSet).
+// Creates a missing file (the rename makes the name either way), so
+// kWriteCreate is implied. A symlink at path is replaced, not followed. Not
+// with kWriteAppend; otherwise kWriteExclusive needs kWriteCreate.
+inline constexpr uint32_t kWriteAtomic = 1u << 4;
+inline constexpr uint32_t kParents = 1u << 5;    // kWrite, kMkdir: create missing parents (0755)
+inline constexpr uint32_t kRecursive = 1u << 6;  // kRemove
+inline constexpr uint32_t kFollow = 1u << 7;     // kStat: follow a final symlink
+inline constexpr uint32_t kNoReplace = 1u << 8;  // kRename
+inline constexpr uint32_t kModeSet = 1u << 9;    // kWrite, kMkdir: apply `mode` (else 0644 for new files)
+// Every op: resolve path (and path2 of kRename) without following any
+// symlink, in any component (openat2 RESOLVE_NO_SYMLINKS): ELOOP instead.
+// Uploads use it so an archive can't write through a link it created.
+inline constexpr uint32_t kNoSymlinks = 1u << 10;
+inline constexpr uint32_t kFileOpFlagsMask = (1u << 11) - 1;
+
+struct FileOpRequest {
+  uint32_t id = 0;
+  FileOp op = FileOp::kStat;
+  uint32_t uid = 0, gid = 0;
+  std::vector<uint32_t> groups;
+  std::string path;   // absolute, inside the sandbox; relative ones resolve against cwd
+  std::string path2;  // kRename's destination, kSymlink's target
+  std::string cwd = "/";  // absolute; paths are at most 4095 bytes
+  uint64_t offset = 0, length = 0;
+  uint32_t flags = 0;
+  uint32_t mode = 0;  // permission bits only (07777)
+  uint32_t owner_uid = 0, owner_gid = 0;  // kChown only (0-65535)
 };
 
 enum class ExecStage : uint32_t { kFork = 0, kIdentity = 1, kChdir = 2, kStdio = 3, kExec = 4 };
@@ -67,6 +152,7 @@ struct ExecFailed {
   ExecStage stage = ExecStage::kExec;
 };
 
+// A command (or file operation) runs; a tty command's pty master comes with it.
 struct Started {
   uint32_t id = 0;
   uint32_t pid = 0;
@@ -91,6 +177,8 @@ std::string Encode(const ExecRequest&);
 std::string Encode(const ExecFailed&);
 std::string Encode(const Started&);
 std::string Encode(const Exited&);
+std::string Encode(const Signal&);
+std::string Encode(const FileOpRequest&);
 std::string EncodeHello();
 
 // Parsers: strict; trailing bytes, short payloads and out-of-range values are errors.
@@ -99,6 +187,8 @@ Result<ExecRequest> DecodeExecRequest(std::string_view payload);
 Result<ExecFailed> DecodeExecFailed(std::string_view payload);
 Result<Started> DecodeStarted(std::string_view payload);
 Result<Exited> DecodeExited(std::string_view payload);
+Result<Signal> DecodeSignal(std::string_view payload);
+Result<FileOpRequest> DecodeFileOpRequest(std::string_view payload);
 Result<void> DecodeHello(std::string_view payload);
 
 // Sends one message with optional fds. Returns 0 or -errno; allocation-free

@@ -32,6 +32,20 @@ struct ImageBind {
   std::string destination;
 };
 
+// A host file or directory copied into the writable layer before the
+// overlay is mounted (runtime/fs/seed.h): read with the caller's ids, so a
+// caller copies in only what it could read itself; the copies are owned by
+// the sandbox's root. Puts the writable layer on the pool.
+struct SeedCopy {
+  std::string source;       // absolute host path, not "/"; no symlink in it
+  std::string destination;  // absolute, normalized path inside the sandbox
+  // Host ids every source access is checked as; they must be set (-1 is
+  // refused): a forgotten reader must not read as root.
+  uid_t read_uid = static_cast<uid_t>(-1);
+  gid_t read_gid = static_cast<gid_t>(-1);
+  std::vector<gid_t> read_groups;  // the reader's supplementary groups
+};
+
 enum class NetMode { kNone };
 
 struct ResourceLimits {
@@ -59,6 +73,7 @@ struct SandboxSpec {
   std::vector<std::string> layers;
   std::vector<ImageBind> image_binds;
   std::vector<HostMount> mounts;
+  std::vector<SeedCopy> seeds;  // copied into the writable layer, in order
   ProcessSpec process;
   std::string hostname = "sandbox";
   NetMode net = NetMode::kNone;
@@ -70,6 +85,7 @@ struct SandboxSpec {
 // Layers, the writable layer, image binds and host mounts together: each is
 // one descriptor handed to the sandbox child in one message.
 inline constexpr size_t kMaxMountSources = 64;
+inline constexpr size_t kMaxSeeds = 64;
 
 // Checks every field; the error names it ("mounts[1].destination: must be
 // absolute and normalized (got \"/a/../b\")").

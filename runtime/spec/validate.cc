@@ -21,6 +21,50 @@ bool IsHostname(const std::string& h) {
   });
 }
 
+// a == b, or b lies under a.
+bool Covers(const std::string& a, const std::string& b) {
+  return a == b || (b.size() > a.size() && b.starts_with(a) && b[a.size()] == '/');
+}
+
+// Seeds are copied into the writable layer: a destination under a mount
+// (the sandbox's /tmp, an image bind, a host mount) would be hidden by it,
+// and one seed inside another would make the result depend on their order.
+template <typename CheckDest>
+Result<void> ValidateSeeds(const SandboxSpec& spec, const CheckDest& check_dest) {
+  if (spec.seeds.size() > kMaxSeeds)
+    return FieldError("seeds", "too many: " + std::to_string(spec.seeds.size()) + "; at most " +
+                                   std::to_string(kMaxSeeds));
+  for (size_t i = 0; i < spec.seeds.size(); ++i) {
+    const auto& s = spec.seeds[i];
+    std::string f = "seeds[" + std::to_string(i) + "]";
+    if (!IsNormalizedAbsolutePath(s.source))
+      return FieldError(f + ".source", "must be absolute and normalized (got \"" + s.source + "\")");
+    if (s.source == "/") return FieldError(f + ".source", "can't be the host's root");
+    TRY(check_dest(f + ".destination", s.destination));
+    if (Covers("/tmp", s.destination))
+      return FieldError(f + ".destination", "can't be under /tmp, a fresh tmpfs (got \"" + s.destination + "\")");
+    for (size_t j = 0; j < spec.image_binds.size(); ++j)
+      if (Covers(spec.image_binds[j].destination, s.destination))
+        return FieldError(f + ".destination", "\"" + s.destination + "\" would be hidden by image_binds[" +
+                                                  std::to_string(j) + "] at " + spec.image_binds[j].destination);
+    for (size_t j = 0; j < spec.mounts.size(); ++j)
+      if (Covers(spec.mounts[j].destination, s.destination))
+        return FieldError(f + ".destination", "\"" + s.destination + "\" would be hidden by mounts[" +
+                                                  std::to_string(j) + "] at " + spec.mounts[j].destination);
+    for (size_t j = 0; j < i; ++j)
+      if (Covers(spec.seeds[j].destination, s.destination) || Covers(s.destination, spec.seeds[j].destination))
+        return FieldError(f + ".destination", "\"" + s.destination + "\" overlaps seeds[" + std::to_string(j) +
+                                                  "] at " + spec.seeds[j].destination);
+    if (s.read_uid == static_cast<uid_t>(-1)) return FieldError(f + ".read_uid", "not set");
+    if (s.read_gid == static_cast<gid_t>(-1)) return FieldError(f + ".read_gid", "not set");
+    if (s.read_groups.size() > 65536) return FieldError(f + ".read_groups", "more than 65536 groups");
+    for (size_t k = 0; k < s.read_groups.size(); ++k)
+      if (s.read_groups[k] == static_cast<gid_t>(-1))
+        return FieldError(f + ".read_groups[" + std::to_string(k) + "]", "is -1");
+  }
+  return {};
+}
+
 }  // namespace
 
 bool IsNormalizedAbsolutePath(const std::string& path) {
@@ -80,6 +124,7 @@ Result<void> ValidateSpec(const SandboxSpec& spec) {
         return FieldError(f + ".destination", "\"" + m.destination + "\" is already mounted by mounts[" +
                                                   std::to_string(j) + "]");
   }
+  TRY(ValidateSeeds(spec, check_dest));
   // Every layer, the upper, every image bind and host mount travels to the
   // sandbox child as one descriptor in one message.
   const size_t fds = spec.layers.size() + 1 + spec.image_binds.size() + spec.mounts.size();

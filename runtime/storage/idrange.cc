@@ -244,9 +244,9 @@ Result<void> StoreState(const std::string& path,
       size_t old_size = static_cast<size_t>(st.st_size);
       if (text.size() <= 4096 && old_size <= 4096) {
         if (text.size() < old_size) {
+          // One byte short: an empty line. More: "#", spaces, newline.
           size_t pad = old_size - text.size();
-          text += "#" + std::string(pad > 1 ? pad - 2 : 0, ' ') + (pad > 1 ? "\n" : "");
-          if (text.size() < old_size) text += "\n";
+          text += pad == 1 ? std::string("\n") : "#" + std::string(pad - 2, ' ') + "\n";
         }
         ssize_t n = ::pwrite(fd.get(), text.data(), text.size(), 0);
         if (n != static_cast<ssize_t>(text.size())) return Errno("write", path);

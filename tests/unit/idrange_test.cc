@@ -112,6 +112,28 @@ TEST_CASE("release frees a range for reuse and is idempotent", "[idrange]") {
   CHECK(c->base == a->base);  // first fit reuses the freed block
 }
 
+TEST_CASE("an in-place rewrite one byte shorter leaves a readable file", "[idrange]") {
+  // Non-durable state is rewritten in place and padded to its old length.
+  // "aa" out and "c" in, on the same base, shortens the text by one byte.
+  TempDir d;
+  IdAllocator alloc = Make(d);
+  alloc.set_durable(false);
+  REQUIRE(alloc.Allocate("aa").has_value());
+  REQUIRE(alloc.Allocate("bb").has_value());
+  REQUIRE(alloc.Release("aa").has_value());
+  REQUIRE(alloc.Allocate("c").has_value());
+  auto list = alloc.List();
+  REQUIRE(list.has_value());
+  CHECK(list->size() == 2);
+  for (int i = 0; i < 4; ++i) {  // shrink by 2, 3, ...: still readable
+    REQUIRE(alloc.Release("c").has_value());
+    REQUIRE(alloc.Allocate(std::string(static_cast<size_t>(i + 1), 'x')).has_value());
+    REQUIRE(alloc.Release(std::string(static_cast<size_t>(i + 1), 'x')).has_value());
+    REQUIRE(alloc.List().has_value());
+    REQUIRE(alloc.Allocate("c").has_value());
+  }
+}
+
 TEST_CASE("List of a missing state file is empty", "[idrange]") {
   TempDir d;
   auto list = Make(d).List();

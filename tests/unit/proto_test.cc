@@ -2,6 +2,7 @@
 // decoding of what a sandbox sends, and framing over a real SOCK_SEQPACKET
 // socketpair with descriptors attached.
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -218,7 +219,8 @@ TEST_CASE("proto: out-of-range values are refused", "[proto]") {
 }
 
 TEST_CASE("proto: exec requests are bounded and NUL-free", "[proto]") {
-  const std::string tail = Str("/") + U32(0) + U32(0) + U32(0);  // cwd, uid, gid, groups
+  // cwd, uid, gid, groups, tty, rows, cols
+  const std::string tail = Str("/") + U32(0) + U32(0) + U32(0) + U32(0) + U32(0) + U32(0);
   SECTION("a good hand-built request") {
     CHECK(proto::DecodeExecRequest(U32(1) + U32(1) + Str("ls") + U32(0) + tail).has_value());
   }
@@ -226,7 +228,7 @@ TEST_CASE("proto: exec requests are bounded and NUL-free", "[proto]") {
     CHECK_FALSE(proto::DecodeExecRequest(U32(1) + U32(1) + Str(std::string("l\0s", 3)) + U32(0) + tail));
     CHECK_FALSE(proto::DecodeExecRequest(U32(1) + U32(1) + Str("ls") + U32(1) + Str(std::string("A=\0", 3)) + tail));
     auto r = proto::DecodeExecRequest(U32(1) + U32(1) + Str("ls") + U32(0) + Str(std::string("/a\0b", 4)) +
-                                      U32(0) + U32(0) + U32(0));
+                                      U32(0) + U32(0) + U32(0) + U32(0) + U32(0) + U32(0));
     REQUIRE_FALSE(r);
     CHECK(r.error().detail.find("cwd") != std::string::npos);
     CHECK(r.error().detail.find("NUL") != std::string::npos);
@@ -297,7 +299,7 @@ TEST_CASE("proto: messages with fds over a socketpair", "[proto]") {
 
 TEST_CASE("proto: every message type and an empty payload", "[proto]") {
   SocketPair sp;
-  for (uint16_t t = 1; t <= static_cast<uint16_t>(proto::Type::kTimings); ++t) {
+  for (uint16_t t = 1; t <= static_cast<uint16_t>(proto::Type::kFileOp); ++t) {
     REQUIRE(proto::SendMessage(sp.a.get(), static_cast<proto::Type>(t), std::string(t, 'x')) == 0);
     auto m = proto::ReceiveMessage(sp.b.get());
     REQUIRE(m.has_value());
@@ -397,7 +399,9 @@ TEST_CASE("proto: malformed headers are refused", "[proto]") {
   CHECK(refused(Frame(proto::kVersion, 4, 7, payload), "length too small").find("length") != std::string::npos);
   CHECK(refused(Frame(proto::kVersion, 4, 0xffffffff, payload), "length huge").find("length") != std::string::npos);
   CHECK(refused(Frame(proto::kVersion, 0, 8, payload), "type 0").find("type") != std::string::npos);
-  CHECK(refused(Frame(proto::kVersion, 10, 8, payload), "type 10").find("type") != std::string::npos);
+  CHECK(refused(Frame(proto::kVersion, 12, 8, payload), "type 12").find("type") != std::string::npos);
+  CHECK(refused(Frame(1, 4, 8, payload), "version 1 (before signals and file operations)").find("version") !=
+        std::string::npos);
   CHECK(refused(std::string("\x01\x00\x04\x00", 4), "shorter than a header").find("header") != std::string::npos);
 
   // Fds that came with a refused message are closed.
@@ -446,4 +450,105 @@ TEST_CASE("proto: a socket error carries its errno", "[proto]") {
   SocketPair sp;
   sp.b.Reset();
   CHECK(proto::SendMessage(sp.a.get(), proto::Type::kHello, proto::EncodeHello()) == -EPIPE);
+}
+
+// ---- protocol version 2: tty, signals, file operations, stat records ----
+
+TEST_CASE("proto: ExecRequest with a tty round trip", "[proto]") {
+  proto::ExecRequest m;
+  m.id = 12;
+  m.argv = {"bash", "-i"};
+  m.tty = true;
+  m.rows = 24;
+  m.cols = 80;
+  auto r = proto::DecodeExecRequest(proto::Encode(m));
+  REQUIRE(r.has_value());
+  CHECK(r->tty);
+  CHECK(r->rows == 24);
+  CHECK(r->cols == 80);
+  m.rows = m.cols = 65535;
+  r = proto::DecodeExecRequest(proto::Encode(m));
+  REQUIRE(r.has_value());
+  CHECK(r->rows == 65535);
+  CHECK(r->cols == 65535);
+  m.rows = m.cols = 0;  // the kernel's default size
+  r = proto::DecodeExecRequest(proto::Encode(m));
+  REQUIRE(r.has_value());
+  CHECK(r->tty);
+  CHECK(r->rows == 0);
+  proto::ExecRequest plain;
+  plain.argv = {"true"};
+  r = proto::DecodeExecRequest(proto::Encode(plain));
+  REQUIRE(r.has_value());
+  CHECK_FALSE(r->tty);
+  // Three u32 after the groups.
+  CHECK(proto::Encode(plain) == U32(0) + U32(1) + Str("true") + U32(0) + Str("/") + U32(0) + U32(0) + U32(0) +
+                                    U32(0) + U32(0) + U32(0));
+  m.rows = 50;
+  m.cols = 132;
+  ExpectStrictLength(proto::Encode(m), proto::DecodeExecRequest);
+}
+
+TEST_CASE("proto: ExecRequest tty fields are checked", "[proto]") {
+  const std::string head = U32(1) + U32(1) + Str("sh") + U32(0) + Str("/") + U32(0) + U32(0) + U32(0);
+  auto refused = [&](uint32_t tty, uint32_t rows, uint32_t cols, const char* field) {
+    auto r = proto::DecodeExecRequest(head + U32(tty) + U32(rows) + U32(cols));
+    INFO(tty << " " << rows << "x" << cols);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().detail.find(field) != std::string::npos);
+  };
+  CHECK(proto::DecodeExecRequest(head + U32(1) + U32(24) + U32(80)).has_value());
+  refused(2, 0, 0, "tty");
+  refused(0xffffffff, 0, 0, "tty");
+  refused(1, 65536, 80, "rows");
+  refused(1, 24, 0x10000, "cols");
+  refused(1, 24, 0, "rows, cols");
+  refused(1, 0, 80, "rows, cols");
+  refused(0, 24, 80, "without a tty");
+  // A version 1 request (no tty fields) is short now.
+  auto v1 = proto::DecodeExecRequest(head);
+  REQUIRE_FALSE(v1);
+  CHECK(v1.error().detail.find("tty") != std::string::npos);
+}
+
+TEST_CASE("proto: Signal round trip and range", "[proto]") {
+  for (int signo : {1, 9, 15, 28, 64}) {
+    auto r = proto::DecodeSignal(proto::Encode(proto::Signal{42, signo}));
+    REQUIRE(r.has_value());
+    CHECK(r->id == 42);
+    CHECK(r->signo == signo);
+  }
+  CHECK(proto::Encode(proto::Signal{7, 9}) == U32(7) + I32(9));
+  for (int signo : {0, -1, 65, INT32_MAX, INT32_MIN}) {
+    INFO(signo);
+    auto r = proto::DecodeSignal(proto::Encode(proto::Signal{1, signo}));
+    REQUIRE_FALSE(r);
+    CHECK(r.error().detail.find("signo") != std::string::npos);
+  }
+  ExpectStrictLength(proto::Encode(proto::Signal{3, 2}), proto::DecodeSignal);
+}
+
+TEST_CASE("proto: signal and file operation messages over a socketpair", "[proto]") {
+  SocketPair sp;
+  Pipe p;
+  REQUIRE(proto::SendMessage(sp.a.get(), proto::Type::kSignal, proto::Encode(proto::Signal{5, SIGTERM})) == 0);
+  auto sig = proto::ReceiveMessage(sp.b.get());
+  REQUIRE(sig.has_value());
+  CHECK(sig->type == proto::Type::kSignal);
+  auto decoded = proto::DecodeSignal(sig->payload);
+  REQUIRE(decoded.has_value());
+  CHECK(decoded->signo == SIGTERM);
+
+  proto::FileOpRequest req;
+  req.op = proto::FileOp::kRead;
+  req.path = "/etc/hostname";
+  int fd = p.w.get();
+  REQUIRE(proto::SendMessage(sp.a.get(), proto::Type::kFileOp, proto::Encode(req), std::span<const int>(&fd, 1)) == 0);
+  auto op = proto::ReceiveMessage(sp.b.get());
+  REQUIRE(op.has_value());
+  CHECK(op->type == proto::Type::kFileOp);
+  REQUIRE(op->fds.size() == 1);
+  auto r = proto::DecodeFileOpRequest(op->payload);
+  REQUIRE(r.has_value());
+  CHECK(r->path == req.path);
 }

@@ -1,0 +1,179 @@
+// The daemon's sandboxes: creating them from API requests, the live set, the
+// event loop that hears their inits, lifetimes and idle timeouts, and the
+// event log.
+//
+// Each live sandbox is a runtime Sandbox started persistent (init serves
+// commands until it is destroyed) plus an InitSession on its channel. One
+// thread (the loop) polls every channel and every init's pidfd; a sandbox
+// whose init dies, or breaks the protocol, is stopped and nothing else is
+// touched. API calls run on gRPC's threads and hold a shared_ptr to the
+// sandbox they act on, so a concurrent Destroy never pulls it away under them.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "airlock/v1/airlock.pb.h"
+#include "harness/daemon/api_error.h"
+#include "harness/daemon/keeper.h"
+#include "harness/daemon/store.h"
+#include "runtime/core/unique_fd.h"
+#include "runtime/launch/sandbox.h"
+#include "runtime/launch/session.h"
+#include "runtime/launch/state.h"
+
+namespace airlock::daemon {
+
+namespace v1 = ::airlock::v1;
+
+// Who is calling: from the socket's peer credentials.
+struct Caller {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  pid_t pid = 0;
+  bool root() const { return uid == 0; }
+};
+
+struct DaemonConfig {
+  std::string socket = "/run/airlock/airlockd.sock";
+  // Host directories a manifest may name (host_bind, output_dir); nothing
+  // else is reachable. Empty: manifests can't name host paths at all.
+  std::vector<std::string> allowed_roots;
+  size_t max_sandboxes = 1000;
+  // Sandboxes of the common shape (host image, no limits, default profile
+  // and workspace, no host paths) kept started, so such a Create only hands
+  // one out. 0: none.
+  size_t warm_pool = 0;
+  bool timings = false;  // log each launch's per-step timings (AIRLOCKD_TIMINGS=1)
+  RuntimePaths paths;
+  std::string Database() const { return paths.state_root + "/airlockd.db"; }
+};
+
+class Process;  // a background command (exec.h)
+
+// A running sandbox as the daemon holds it.
+struct Live {
+  std::string id;
+  uid_t owner = 0;
+  std::unique_ptr<Sandbox> sandbox;
+  std::unique_ptr<InitSession> session;
+  std::vector<UniqueFd> pins;  // image layers held while it runs
+  std::string workspace;
+  std::vector<std::string> image_env;   // the image's own (K=V)
+  std::vector<std::string> env;         // every command's base environment (K=V)
+  std::map<std::string, v1::User> users;  // manifest users by name
+  std::atomic<int64_t> last_used_ms{0};
+
+  std::mutex mu;  // guards what follows
+  v1::Sandbox info;
+  bool stopped = false;  // init gone or sandbox destroyed: no new requests
+  std::map<std::string, std::shared_ptr<Process>> processes;
+  uint64_t next_process = 1;
+  cgroups::Events seen_events;
+
+  // Marks a call: resets the idle clock.
+  void Touch();
+  // Kills the sandbox and removes its host resources, once: callers racing
+  // here (the loop stopping it, an API Destroy, a failed Create) wait for
+  // the first and get its result.
+  Result<void> Teardown();
+
+ private:
+  std::mutex teardown_mu_;
+  bool torn_down_ = false;
+  Result<void> teardown_result_;
+
+ public:
+};
+
+class Manager {
+ public:
+  // `keeper` (may be null) holds init channels across daemon restarts.
+  Manager(DaemonConfig config, std::unique_ptr<Store> store, std::unique_ptr<KeeperClient> keeper);
+  ~Manager();
+
+  // Adopts the sandboxes a previous daemon left running (the keeper held
+  // their channels), marks the others the store lists as stopped, cleans up
+  // what they left, and starts the event loop.
+  Result<void> Start();
+  // Stops the loop. Sandboxes the keeper holds keep running for the next
+  // daemon; without a keeper they are destroyed.
+  void Shutdown();
+
+  ApiResult<v1::Sandbox> Create(const Caller& caller, const v1::CreateRequest& request);
+  // A live sandbox the caller may use: NOT_FOUND for other owners' too.
+  ApiResult<std::shared_ptr<Live>> Find(const Caller& caller, const std::string& id);
+  // The record of any sandbox the caller owns, live or stopped.
+  ApiResult<v1::Sandbox> Get(const Caller& caller, const std::string& id);
+  std::vector<v1::Sandbox> List(const Caller& caller, const v1::ListRequest& request);
+  ApiResult<v1::Sandbox> Destroy(const Caller& caller, const std::string& id);
+  ApiResult<v1::Sandbox> Pause(const Caller& caller, const std::string& id);
+  ApiResult<v1::Sandbox> Resume(const Caller& caller, const std::string& id);
+  ApiResult<v1::SandboxStats> Stats(const Caller& caller, const std::string& id);
+
+  // Events the caller may see with seq > since; blocks up to `wait_ms` for
+  // the first one. Empty on timeout.
+  std::vector<v1::Event> WaitEvents(const Caller& caller, const std::string& sandbox_id, uint64_t since,
+                                    int wait_ms);
+  uint64_t LastEventSeq();
+
+  const DaemonConfig& config() const { return config_; }
+
+ private:
+  void Loop();
+  // The warm pool: a started sandbox for `request` if it has the common
+  // shape and one is ready, else null. RefillLoop keeps the pool full.
+  std::shared_ptr<Live> TakeWarm(const v1::CreateRequest& request);
+  void RefillLoop();
+  void Watch(const std::shared_ptr<Live>& live);
+  void Unwatch(const std::shared_ptr<Live>& live);
+  // Stops a sandbox whose init is gone or misbehaved: records why, emits the
+  // event, releases its resources.
+  void Stop(const std::shared_ptr<Live>& live, v1::EventType event, const std::string& reason);
+  void CheckTimers();
+  void CheckCgroupEvents(const std::shared_ptr<Live>& live);
+  void Emit(const std::string& sandbox_id, uid_t owner, v1::EventType type, const std::string& message);
+  void Persist(const std::shared_ptr<Live>& live);
+  ApiResult<std::shared_ptr<Live>> Launch(const Caller& caller, const v1::CreateRequest& request,
+                                          const std::string& id);
+  // Takes back one sandbox a previous daemon left running; returns why not.
+  Result<std::shared_ptr<Live>> Adopt(const SandboxRow& row, const v1::Sandbox& info, KeeperClient::Held held);
+
+  DaemonConfig config_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<KeeperClient> keeper_;
+
+  std::mutex mu_;  // guards live_, stopped_
+  std::map<std::string, std::shared_ptr<Live>> live_;
+  std::map<std::string, v1::Sandbox> stopped_;  // stopped, kept for Get/List
+  std::map<int, std::weak_ptr<Live>> by_fd_;     // channel and pidfd -> sandbox
+
+  std::mutex events_mu_;
+  std::condition_variable events_cv_;
+  uint64_t last_seq_ = 0;
+
+  UniqueFd epoll_;
+  UniqueFd wake_;   // eventfd: shutdown
+  UniqueFd timer_;  // every second: lifetimes, idle timeouts, cgroup events
+  std::atomic<bool> stopping_{false};
+  std::thread loop_;
+
+  std::mutex warm_mu_;
+  std::condition_variable warm_cv_;
+  std::deque<std::shared_ptr<Live>> warm_;
+  std::thread refill_;
+};
+
+int64_t NowUnixMs();
+
+}  // namespace airlock::daemon

@@ -1,0 +1,429 @@
+#include "harness/daemon/service.h"
+
+#include <grpcpp/grpcpp.h>
+#include <sys/random.h>
+
+#include <cstring>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include "harness/daemon/exec.h"
+#include "harness/daemon/files.h"
+#include "harness/daemon/transfer.h"
+#include "images/oci/byte_source.h"
+#include "runtime/proto/channel.h"
+#include "runtime/proto/fileops.h"
+
+namespace airlock::daemon {
+namespace {
+
+using grpc::ServerContext;
+using grpc::Status;
+
+constexpr uint64_t kDefaultRunOutput = 1 << 20;
+constexpr uint64_t kMaxRunOutput = 64 << 20;
+constexpr size_t kMaxListing = 100000;
+constexpr size_t kProcessesKept = 256;  // finished background processes kept per sandbox
+
+// Random per daemon start.
+const std::string& ProcessIdSuffix() {
+  static const std::string suffix = [] {
+    unsigned char b[4] = {};
+    if (getrandom(b, sizeof(b), 0) != sizeof(b)) abort();
+    char hex[9];
+    snprintf(hex, sizeof(hex), "%02x%02x%02x%02x", b[0], b[1], b[2], b[3]);
+    return std::string(hex);
+  }();
+  return suffix;
+}
+
+Status ToStatus(const ApiError& e) { return Status(static_cast<grpc::StatusCode>(e.code), e.message); }
+
+#define API_TRY(expr)                                              \
+  ({                                                               \
+    auto _api = (expr);                                            \
+    if (!_api) return ToStatus(_api.error());                      \
+    std::move(_api).value();                                       \
+  })
+
+class Service final : public v1::Airlock::Service {
+ public:
+  Service(Manager* m, CallerLookup lookup) : m_(m), lookup_(std::move(lookup)) {}
+
+  // --- sandboxes ---
+  Status Create(ServerContext* ctx, const v1::CreateRequest* req, v1::Sandbox* out) override {
+    Caller c = API_TRY(Who(ctx));
+    *out = API_TRY(m_->Create(c, *req));
+    return Status::OK;
+  }
+  Status Get(ServerContext* ctx, const v1::SandboxRef* req, v1::Sandbox* out) override {
+    Caller c = API_TRY(Who(ctx));
+    *out = API_TRY(m_->Get(c, req->id()));
+    return Status::OK;
+  }
+  Status List(ServerContext* ctx, const v1::ListRequest* req, v1::ListResponse* out) override {
+    Caller c = API_TRY(Who(ctx));
+    for (auto& s : m_->List(c, *req)) *out->add_sandboxes() = std::move(s);
+    return Status::OK;
+  }
+  Status Destroy(ServerContext* ctx, const v1::SandboxRef* req, v1::Sandbox* out) override {
+    Caller c = API_TRY(Who(ctx));
+    *out = API_TRY(m_->Destroy(c, req->id()));
+    return Status::OK;
+  }
+  Status Pause(ServerContext* ctx, const v1::SandboxRef* req, v1::Sandbox* out) override {
+    Caller c = API_TRY(Who(ctx));
+    *out = API_TRY(m_->Pause(c, req->id()));
+    return Status::OK;
+  }
+  Status Resume(ServerContext* ctx, const v1::SandboxRef* req, v1::Sandbox* out) override {
+    Caller c = API_TRY(Who(ctx));
+    *out = API_TRY(m_->Resume(c, req->id()));
+    return Status::OK;
+  }
+  Status Stats(ServerContext* ctx, const v1::SandboxRef* req, v1::SandboxStats* out) override {
+    Caller c = API_TRY(Who(ctx));
+    *out = API_TRY(m_->Stats(c, req->id()));
+    return Status::OK;
+  }
+  Status Events(ServerContext* ctx, const v1::EventsRequest* req, grpc::ServerWriter<v1::Event>* w) override {
+    Caller c = API_TRY(Who(ctx));
+    uint64_t since = req->from_start() ? 0 : req->since_seq() ? req->since_seq() : m_->LastEventSeq();
+    while (!ctx->IsCancelled()) {
+      for (auto& e : m_->WaitEvents(c, req->sandbox_id(), since, 500)) {
+        since = std::max(since, e.seq());
+        if (e.type() == v1::EVENT_TYPE_UNSPECIFIED) continue;
+        if (!w->Write(e)) return Status::CANCELLED;
+      }
+    }
+    return Status::CANCELLED;
+  }
+
+  // --- commands ---
+  Status Exec(ServerContext* ctx, grpc::ServerReaderWriter<v1::ExecOutput, v1::ExecInput>* stream) override {
+    Caller c = API_TRY(Who(ctx));
+    v1::ExecInput first;
+    if (!stream->Read(&first)) return Status(grpc::INVALID_ARGUMENT, "exec: no start message");
+    if (!first.has_start()) return Status(grpc::INVALID_ARGUMENT, "exec: the first message must be start");
+    const v1::Command& command = first.start().command();
+    auto live = API_TRY(m_->Find(c, command.sandbox_id()));
+    auto cmd = API_TRY(CommandHandle::Start(live, command, first.start().stdin() || command.tty(), "exec.start.command"));
+    std::mutex write_mu;  // Write() from the pump; none from the reader
+    if (cmd->pid() != 0) {  // 0: it never ran; the exit says why
+      v1::ExecOutput started;
+      started.set_started_pid(cmd->pid());
+      if (!stream->Write(started)) return Status::CANCELLED;
+    }
+    // The caller's messages, on their own thread: stdin may block on a full
+    // pipe without holding up the output.
+    std::promise<void> reader_finished;
+    std::future<void> reader_done = reader_finished.get_future();
+    std::thread reader([&] {
+      v1::ExecInput in;
+      while (stream->Read(&in)) {
+        switch (in.input_case()) {
+          case v1::ExecInput::kStdin:
+            if (!cmd->WriteStdin(in.stdin())) break;
+            break;
+          case v1::ExecInput::kCloseStdin:
+            cmd->CloseStdin();
+            break;
+          case v1::ExecInput::kSignal:
+            (void)cmd->Signal(in.signal().signo());
+            break;
+          case v1::ExecInput::kResize:
+            (void)cmd->Resize(in.resize().rows(), in.resize().cols());
+            break;
+          default:
+            break;
+        }
+      }
+      reader_finished.set_value();
+    });
+    auto send = [&](bool is_out, std::string_view data) {
+      v1::ExecOutput o;
+      if (is_out) o.set_stdout(std::string(data));
+      else o.set_stderr(std::string(data));
+      std::lock_guard lock(write_mu);
+      return stream->Write(o);
+    };
+    OutputSink sink{[&](std::string_view d) { return send(true, d); }, [&](std::string_view d) { return send(false, d); }};
+    v1::ExitStatus exit = Pump(*cmd, sink, {}, false, [ctx] { return ctx->IsCancelled(); });
+    v1::ExecOutput last;
+    *last.mutable_exit() = exit;
+    stream->Write(last);
+    // The caller half-closes once it has the exit; one that doesn't is cut off.
+    if (reader_done.wait_for(std::chrono::seconds(1)) != std::future_status::ready) ctx->TryCancel();
+    reader.join();
+    return Status::OK;
+  }
+
+  Status Run(ServerContext* ctx, const v1::RunRequest* req, v1::RunResponse* out) override {
+    Caller c = API_TRY(Who(ctx));
+    auto live = API_TRY(m_->Find(c, req->command().sandbox_id()));
+    uint64_t cap = req->max_output_bytes() ? req->max_output_bytes() : kDefaultRunOutput;
+    if (cap > kMaxRunOutput) return Status(grpc::INVALID_ARGUMENT, "run.max_output_bytes: at most 64 MiB");
+    auto cmd = API_TRY(CommandHandle::Start(live, req->command(), !req->stdin().empty(), "run.command"));
+    std::string o, e;
+    bool o_cut = false, e_cut = false;
+    auto keep = [&](std::string* buf, bool* cut, std::string_view d) {
+      if (ctx->IsCancelled()) return false;
+      size_t room = cap - std::min<uint64_t>(cap, buf->size());
+      if (d.size() > room) *cut = true;
+      buf->append(d.substr(0, room));
+      return true;
+    };
+    OutputSink sink{[&](std::string_view d) { return keep(&o, &o_cut, d); },
+                    [&](std::string_view d) { return keep(&e, &e_cut, d); }};
+    *out->mutable_exit() = Pump(*cmd, sink, req->stdin(), true, [ctx] { return ctx->IsCancelled(); });
+    out->set_stdout(std::move(o));
+    out->set_stderr(std::move(e));
+    out->set_stdout_truncated(o_cut);
+    out->set_stderr_truncated(e_cut);
+    out->set_pid(cmd->pid());
+    return Status::OK;
+  }
+
+  Status StartProcess(ServerContext* ctx, const v1::StartProcessRequest* req, v1::Process* out) override {
+    Caller c = API_TRY(Who(ctx));
+    auto live = API_TRY(m_->Find(c, req->command().sandbox_id()));
+    std::string pid;
+    {
+      std::lock_guard lock(live->mu);
+      // Unique across daemon restarts: a handle from before one never names
+      // a command started after it.
+      pid = "p" + std::to_string(live->next_process++) + "-" + ProcessIdSuffix();
+      // Keep the table bounded: forget the oldest finished processes.
+      for (auto it = live->processes.begin(); live->processes.size() >= kProcessesKept && it != live->processes.end();)
+        it = it->second->Finished() ? live->processes.erase(it) : std::next(it);
+    }
+    auto p = API_TRY(Process::Start(live, pid, *req));
+    {
+      std::lock_guard lock(live->mu);
+      live->processes[pid] = p;
+    }
+    *out = p->Describe();
+    return Status::OK;
+  }
+  Status GetProcess(ServerContext* ctx, const v1::ProcessRef* req, v1::Process* out) override {
+    auto p = API_TRY(FindProcess(ctx, *req));
+    *out = p->Describe();
+    return Status::OK;
+  }
+  Status ListProcesses(ServerContext* ctx, const v1::SandboxRef* req, v1::ListProcessesResponse* out) override {
+    Caller c = API_TRY(Who(ctx));
+    auto live = API_TRY(m_->Find(c, req->id()));
+    std::vector<std::shared_ptr<Process>> all;
+    {
+      std::lock_guard lock(live->mu);
+      for (auto& [id, p] : live->processes) all.push_back(p);
+    }
+    for (auto& p : all) *out->add_processes() = p->Describe();
+    return Status::OK;
+  }
+  Status ReadProcessOutput(ServerContext* ctx, const v1::ReadProcessOutputRequest* req,
+                           v1::ReadProcessOutputResponse* out) override {
+    auto p = API_TRY(FindProcess(ctx, req->process()));
+    *out = p->Read(req->max_bytes(), req->wait_ms());
+    return Status::OK;
+  }
+  Status WriteProcessStdin(ServerContext* ctx, const v1::WriteProcessStdinRequest* req, v1::Process* out) override {
+    auto p = API_TRY(FindProcess(ctx, req->process()));
+    API_TRY(p->WriteStdin(req->data(), req->close()));
+    *out = p->Describe();
+    return Status::OK;
+  }
+  Status SignalProcess(ServerContext* ctx, const v1::SignalProcessRequest* req, v1::Process* out) override {
+    auto p = API_TRY(FindProcess(ctx, req->process()));
+    API_TRY(p->Signal(req->signo()));
+    *out = p->Describe();
+    return Status::OK;
+  }
+
+  // --- files ---
+  Status ReadFile(ServerContext* ctx, const v1::ReadFileRequest* req, grpc::ServerWriter<v1::FileChunk>* w) override {
+    auto [live, op] = API_TRY(FileSetup(ctx, req->file(), proto::FileOp::kRead, "read_file.file"));
+    op.offset = req->offset();
+    op.length = req->length();
+    FileOpIo io;
+    io.sink = [&](std::string_view d) {
+      v1::FileChunk chunk;
+      chunk.set_data(std::string(d));
+      return w->Write(chunk);
+    };
+    API_TRY(RunFileOp(*live, op, io, "read " + op.path));
+    return Status::OK;
+  }
+  Status WriteFile(ServerContext* ctx, grpc::ServerReader<v1::WriteFileRequest>* r, v1::FileInfo* out) override {
+    v1::WriteFileRequest first;
+    if (!r->Read(&first) || !first.has_header()) return Status(grpc::INVALID_ARGUMENT, "write_file: the first message must be the header");
+    const auto& h = first.header();
+    auto [live, op] = API_TRY(FileSetup(ctx, h.file(), proto::FileOp::kWrite, "write_file.header.file"));
+    if (h.mode() > 07777) return Status(grpc::INVALID_ARGUMENT, "write_file.header.mode: more than permission bits");
+    switch (h.write_mode()) {
+      case v1::WRITE_MODE_UNSPECIFIED:
+      case v1::WRITE_MODE_ATOMIC: op.flags = proto::kWriteAtomic; break;
+      case v1::WRITE_MODE_TRUNCATE: op.flags = proto::kWriteCreate | proto::kWriteTruncate; break;
+      case v1::WRITE_MODE_APPEND: op.flags = proto::kWriteCreate | proto::kWriteAppend; break;
+      case v1::WRITE_MODE_CREATE: op.flags = proto::kWriteCreate | proto::kWriteExclusive; break;
+      default: return Status(grpc::INVALID_ARGUMENT, "write_file.header.write_mode: unknown");
+    }
+    if (h.make_parents()) op.flags |= proto::kParents;
+    if (h.mode()) {
+      op.flags |= proto::kModeSet;
+      op.mode = h.mode();
+    }
+    FileOpIo io;
+    io.source = [&](std::string* chunk) {
+      v1::WriteFileRequest part;
+      while (r->Read(&part)) {
+        if (part.has_data()) {
+          *chunk = std::move(*part.mutable_data());
+          return true;
+        }
+      }
+      return false;
+    };
+    API_TRY(RunFileOp(*live, op, io, "write " + op.path));
+    return StatInto(*live, op, false, out);
+  }
+  Status ListDir(ServerContext* ctx, const v1::FileRequest* req, v1::ListDirResponse* out) override {
+    auto [live, op] = API_TRY(FileSetup(ctx, *req, proto::FileOp::kList, "list_dir"));
+    std::string data = API_TRY(FileOpToString(*live, op, 256 << 20, "list " + op.path));
+    auto records = proto::DecodeStatRecords(data, kMaxListing);
+    if (!records) return Status(grpc::INTERNAL, "list " + op.path + ": airlock-init: " + records.error().Message());
+    for (const auto& rec : *records) *out->add_entries() = ToFileInfo(rec);
+    return Status::OK;
+  }
+  Status Stat(ServerContext* ctx, const v1::StatRequest* req, v1::FileInfo* out) override {
+    auto [live, op] = API_TRY(FileSetup(ctx, req->file(), proto::FileOp::kStat, "stat.file"));
+    return StatInto(*live, op, req->follow_symlinks(), out);
+  }
+  Status Mkdir(ServerContext* ctx, const v1::MkdirRequest* req, v1::FileInfo* out) override {
+    auto [live, op] = API_TRY(FileSetup(ctx, req->file(), proto::FileOp::kMkdir, "mkdir.file"));
+    if (req->mode() > 07777) return Status(grpc::INVALID_ARGUMENT, "mkdir.mode: more than permission bits");
+    op.mode = req->mode() ? req->mode() : 0755;
+    op.flags = (req->parents() ? proto::kParents : 0) | proto::kModeSet;
+    API_TRY(RunFileOp(*live, op, {}, "mkdir " + op.path));
+    return StatInto(*live, op, false, out);
+  }
+  Status Remove(ServerContext* ctx, const v1::RemoveRequest* req, v1::Empty*) override {
+    auto [live, op] = API_TRY(FileSetup(ctx, req->file(), proto::FileOp::kRemove, "remove.file"));
+    if (op.path == "/") return Status(grpc::INVALID_ARGUMENT, "remove.file.path: refusing to remove /");
+    op.flags = req->recursive() ? proto::kRecursive : 0;
+    API_TRY(RunFileOp(*live, op, {}, "remove " + op.path));
+    return Status::OK;
+  }
+  Status Rename(ServerContext* ctx, const v1::RenameRequest* req, v1::Empty*) override {
+    auto [live, op] = API_TRY(FileSetup(ctx, req->file(), proto::FileOp::kRename, "rename.file"));
+    op.path2 = API_TRY(SandboxPath(*live, "rename.to", req->to()));
+    op.flags = req->no_replace() ? proto::kNoReplace : 0;
+    API_TRY(RunFileOp(*live, op, {}, "rename " + op.path));
+    return Status::OK;
+  }
+  Status Upload(ServerContext* ctx, grpc::ServerReader<v1::UploadRequest>* r, v1::Empty*) override {
+    v1::UploadRequest first;
+    if (!r->Read(&first) || !first.has_directory())
+      return Status(grpc::INVALID_ARGUMENT, "upload: the first message must name the directory");
+    auto [live, op] = API_TRY(FileSetup(ctx, first.directory(), proto::FileOp::kMkdir, "upload.directory"));
+    // The caller's tar chunks as a byte stream for the tar reader.
+    class StreamSource : public images::ByteSource {
+     public:
+      explicit StreamSource(grpc::ServerReader<v1::UploadRequest>* r) : r_(r) {}
+      Result<size_t> Read(void* buf, size_t n) override {
+        while (pos_ == chunk_.size()) {
+          v1::UploadRequest part;
+          if (!r_->Read(&part)) return 0;
+          if (!part.has_tar()) continue;
+          chunk_ = std::move(*part.mutable_tar());
+          pos_ = 0;
+        }
+        size_t k = std::min(n, chunk_.size() - pos_);
+        memcpy(buf, chunk_.data() + pos_, k);
+        pos_ += k;
+        return k;
+      }
+
+     private:
+      grpc::ServerReader<v1::UploadRequest>* r_;
+      std::string chunk_;
+      size_t pos_ = 0;
+    } source(r);
+    API_TRY(UploadTree(*live, op, source));
+    return Status::OK;
+  }
+  Status Download(ServerContext* ctx, const v1::FileRequest* req, grpc::ServerWriter<v1::FileChunk>* w) override {
+    auto [live, op] = API_TRY(FileSetup(ctx, *req, proto::FileOp::kStat, "download"));
+    // The tar writer hands over 64 KiB pieces: one message each.
+    auto sink = [&](std::string_view d) {
+      v1::FileChunk chunk;
+      chunk.set_data(std::string(d));
+      return w->Write(chunk);
+    };
+    API_TRY(DownloadTree(*live, op, sink));
+    return Status::OK;
+  }
+
+  Status Version(ServerContext*, const v1::Empty*, v1::VersionResponse* out) override {
+    out->set_version("0.1.0");
+    out->set_init_protocol(proto::kVersion);
+    return Status::OK;
+  }
+
+ private:
+  ApiResult<Caller> Who(ServerContext* ctx) {
+    auto c = lookup_(ctx);
+    if (!c) return ApiFail(Code::kUnauthenticated, "unauthenticated caller (" + ctx->peer() + ")");
+    return *c;
+  }
+
+  ApiResult<std::pair<std::shared_ptr<Live>, proto::FileOpRequest>> FileSetup(ServerContext* ctx,
+                                                                               const v1::FileRequest& f,
+                                                                               proto::FileOp kind,
+                                                                               const std::string& field) {
+    Caller c = TRY(Who(ctx));
+    auto live = TRY(m_->Find(c, f.sandbox_id()));
+    proto::FileOpRequest op;
+    op.op = kind;
+    op.path = TRY(SandboxPath(*live, field + ".path", f.path()));
+    Identity who = TRY(ResolveIdentity(*live, field + ".user", f.user()));
+    op.uid = who.uid;
+    op.gid = who.gid;
+    op.cwd = live->workspace;
+    return std::make_pair(live, op);
+  }
+
+  Status StatInto(Live& live, proto::FileOpRequest op, bool follow, v1::FileInfo* out) {
+    op.op = proto::FileOp::kStat;
+    op.flags = follow ? proto::kFollow : 0;
+    op.mode = 0;
+    op.path2.clear();
+    std::string data = API_TRY(FileOpToString(live, op, 64 * 1024, "stat " + op.path));
+    auto records = proto::DecodeStatRecords(data, 1);
+    if (!records || records->size() != 1)
+      return Status(grpc::INTERNAL, "stat " + op.path + ": airlock-init sent a malformed record");
+    *out = ToFileInfo((*records)[0]);
+    return Status::OK;
+  }
+
+  ApiResult<std::shared_ptr<Process>> FindProcess(ServerContext* ctx, const v1::ProcessRef& ref) {
+    Caller c = TRY(Who(ctx));
+    auto live = TRY(m_->Find(c, ref.sandbox_id()));
+    std::lock_guard lock(live->mu);
+    auto it = live->processes.find(ref.process_id());
+    if (it == live->processes.end()) return ApiFail(Code::kNotFound, "no process " + ref.process_id() + " in " + ref.sandbox_id());
+    return it->second;
+  }
+
+  Manager* m_;
+  CallerLookup lookup_;
+};
+
+}  // namespace
+
+std::unique_ptr<v1::Airlock::Service> NewService(Manager* manager, CallerLookup lookup) {
+  return std::make_unique<Service>(manager, std::move(lookup));
+}
+
+}  // namespace airlock::daemon
