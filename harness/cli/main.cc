@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "harness/cli/images_cmd.h"
+#include "harness/cli/install_paths.h"
 #include "harness/cli/options.h"
 #include "harness/cli/users.h"
 #include "images/host/host_image.h"
@@ -61,33 +62,6 @@ constexpr const char* kUsage =
   exit(125);
 }
 
-std::string ExeDir() {
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  if (n <= 0) return ".";
-  std::string path(buf, static_cast<size_t>(n));
-  return path.substr(0, path.rfind('/'));
-}
-
-bool Exists(const std::string& path) { return access(path.c_str(), F_OK) == 0; }
-
-RuntimePaths DefaultPaths() {
-  RuntimePaths p;
-  std::string dir = ExeDir();
-  for (std::string candidate : {dir + "/airlock-init", dir + "/../libexec/airlock/airlock-init"})
-    if (Exists(candidate)) {
-      p.init_binary = candidate;
-      break;
-    }
-  for (std::string candidate : {dir + "/seccomp-profiles", dir + "/../share/airlock/seccomp-profiles",
-                                std::string(AIRLOCK_SOURCE_DIR) + "/seccomp-profiles"})
-    if (Exists(candidate)) {
-      p.profiles_dir = candidate;
-      break;
-    }
-  return p;
-}
-
 std::string NewSandboxId() {
   unsigned char bytes[6];
   if (getrandom(bytes, sizeof(bytes), 0) != sizeof(bytes)) Die("getrandom failed");
@@ -107,7 +81,7 @@ int Run(const std::vector<std::string>& args) {
   }
   auto opts = ParseRunOptions(args);
   if (!opts) Die(opts.error().Message());
-  RuntimePaths paths = DefaultPaths();
+  RuntimePaths paths = DefaultPaths(AIRLOCK_SOURCE_DIR);
   if (paths.init_binary.empty()) Die("airlock-init not found next to " + ExeDir());
   if (paths.profiles_dir.empty()) Die("seccomp-profiles directory not found");
   if (geteuid() != 0) Die("airlock run needs root (it creates namespaces, cgroups and idmapped mounts)");
@@ -227,9 +201,9 @@ int main(int argc, char** argv) {
     cli::ExecSibling("airlockd", "airlockd", argv + 1);
   }
   if (cmd == "run") return cli::Run(args);
-  if (cmd == "images") return cli::ImagesCommand(cli::DefaultPaths(), args);
-  if (cmd == "rmi") return cli::RmiCommand(cli::DefaultPaths(), args);
-  if (cmd == "image") return cli::ImageCommand(cli::DefaultPaths(), args);
+  if (cmd == "images") return cli::ImagesCommand(cli::DefaultPaths(AIRLOCK_SOURCE_DIR), args);
+  if (cmd == "rmi") return cli::RmiCommand(cli::DefaultPaths(AIRLOCK_SOURCE_DIR), args);
+  if (cmd == "image") return cli::ImageCommand(cli::DefaultPaths(AIRLOCK_SOURCE_DIR), args);
   if (cmd == "version") {
     puts("airlock 0.1.0");
     return 0;
@@ -245,7 +219,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (cmd == "cleanup") {
-    RuntimePaths paths = cli::DefaultPaths();
+    RuntimePaths paths = cli::DefaultPaths(AIRLOCK_SOURCE_DIR);
     auto n = CleanupStaleSandboxes(paths);
     if (!n) cli::Die(n.error().Message());
     printf("removed %d stale sandbox(es)\n", *n);

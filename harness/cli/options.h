@@ -29,9 +29,10 @@ struct RunOptions {
 // Parses the arguments after "run". Errors name the option.
 Result<RunOptions> ParseRunOptions(const std::vector<std::string>& args);
 
-// "512M", "2G", "1048576", "1.5G" → bytes (binary units).
+// "512M", "2G", "1048576", "1.5G" → bytes (binary units K, M, G, T; an
+// optional "i"/"B" suffix: "512MiB", "512MB"). Errors name `option`.
 Result<uint64_t> ParseSize(const std::string& option, const std::string& value);
-// "30s", "500ms", "2m", "1h", "10" (seconds) → milliseconds.
+// "30s", "500ms", "2m", "1h", "1d", "10" (seconds) → milliseconds.
 Result<std::chrono::milliseconds> ParseDuration(const std::string& option, const std::string& value);
 // "SRC:DST[:ro|rw[,allow-root]]" → HostMount (default ro).
 Result<HostMount> ParseMount(const std::string& value);

@@ -96,49 +96,6 @@ Result<ParsedArgs> ParseArgs(const std::vector<std::string>& args, const std::ve
   return out;
 }
 
-Result<uint64_t> ParseSize(const std::string& option, const std::string& value) {
-  if (value.empty()) return Bad(option, "empty size");
-  char* end = nullptr;
-  errno = 0;
-  double n = strtod(value.c_str(), &end);
-  if (end == value.c_str() || errno != 0 || !std::isfinite(n) || n < 0 || value[0] == '+' ||
-      value.find_first_of("xXpPeE") != std::string::npos)
-    return Bad(option, "not a size: \"" + value + "\" (use e.g. 512M, 2G)");
-  std::string unit(end);
-  // "MiB", "MB", "Mi" and "M" mean the same.
-  if (unit.size() == 3 && unit.substr(1) == "iB") unit.resize(1);
-  else if (unit.size() == 2 && (unit[1] == 'i' || unit[1] == 'B' || unit[1] == 'b')) unit.resize(1);
-  double mult;
-  if (unit.empty() || unit == "b" || unit == "B") mult = 1;
-  else if (unit == "k" || unit == "K") mult = 1024.0;
-  else if (unit == "m" || unit == "M") mult = 1024.0 * 1024;
-  else if (unit == "g" || unit == "G") mult = 1024.0 * 1024 * 1024;
-  else if (unit == "t" || unit == "T") mult = 1024.0 * 1024 * 1024 * 1024;
-  else return Bad(option, "unknown unit in \"" + value + "\" (use K, M, G or T)");
-  double bytes = n * mult;
-  if (bytes > 9.0e18) return Bad(option, "too large: \"" + value + "\"");
-  return static_cast<uint64_t>(std::llround(bytes));
-}
-
-Result<uint64_t> ParseDurationMs(const std::string& option, const std::string& value) {
-  char* end = nullptr;
-  errno = 0;
-  double n = value.empty() ? 0 : strtod(value.c_str(), &end);
-  if (value.empty() || end == value.c_str() || errno != 0 || !std::isfinite(n) || n < 0 || value[0] == '+' ||
-      value.find_first_of("xXpPeE") != std::string::npos)
-    return Bad(option, "not a duration: \"" + value + "\" (use e.g. 500ms, 30s, 5m, 2h)");
-  std::string unit(end);
-  double ms;
-  if (unit.empty() || unit == "s") ms = n * 1000;
-  else if (unit == "ms") ms = n;
-  else if (unit == "m") ms = n * 60000;
-  else if (unit == "h") ms = n * 3600000;
-  else if (unit == "d") ms = n * 86400000;
-  else return Bad(option, "unknown unit in \"" + value + "\" (use ms, s, m, h or d)");
-  if (ms > 1e13) return Bad(option, "too long: \"" + value + "\"");
-  return static_cast<uint64_t>(std::llround(ms));
-}
-
 Result<std::pair<std::string, std::string>> ParseKeyValue(const std::string& option, const std::string& value) {
   size_t eq = value.find('=');
   if (eq == std::string::npos || eq == 0) return Bad(option, "expected KEY=VALUE (got \"" + value + "\")");

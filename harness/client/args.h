@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "harness/cli/options.h"
 #include "runtime/core/error.h"
 
 namespace airlock::client {
@@ -41,12 +42,11 @@ struct ParsedArgs {
 Result<ParsedArgs> ParseArgs(const std::vector<std::string>& args, const std::vector<OptionSpec>& specs,
                              bool command_after_first_operand = false);
 
-// "512M", "2G", "1.5G", "1048576" -> bytes (binary units K, M, G, T; an
-// optional "i"/"B" suffix: "512MiB", "512MB"). Errors name `option`.
-Result<uint64_t> ParseSize(const std::string& option, const std::string& value);
-
-// "500ms", "30s", "5m", "2h", "1d", "10" (seconds) -> milliseconds.
-Result<uint64_t> ParseDurationMs(const std::string& option, const std::string& value);
+// Sizes and durations read as `airlock run` reads them (harness/cli/options.h).
+using cli::ParseSize;
+inline Result<uint64_t> ParseDurationMs(const std::string& option, const std::string& value) {
+  return static_cast<uint64_t>(TRY(cli::ParseDuration(option, value)).count());
+}
 
 // "k=v" -> {k, v}; the key must be non-empty.
 Result<std::pair<std::string, std::string>> ParseKeyValue(const std::string& option, const std::string& value);

@@ -12,6 +12,7 @@
 #include <sstream>
 #include <thread>
 
+#include "harness/cli/install_paths.h"
 #include "harness/daemon/auth.h"
 #include "harness/daemon/keeper.h"
 #include "harness/daemon/listener.h"
@@ -46,14 +47,6 @@ constexpr const char* kUsage =
 [[noreturn]] void Die(const std::string& msg) {
   fprintf(stderr, "airlockd: %s\n", msg.c_str());
   exit(1);
-}
-
-std::string ExeDir() {
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  if (n <= 0) return ".";
-  std::string path(buf, static_cast<size_t>(n));
-  return path.substr(0, path.rfind('/'));
 }
 
 struct Options {
@@ -143,18 +136,7 @@ std::string ReadPem(const std::string& path, const char* what) {
 
 Options Parse(int argc, char** argv) {
   Options o;
-  std::string dir = ExeDir();
-  for (std::string c : {dir + "/airlock-init", dir + "/../libexec/airlock/airlock-init"})
-    if (access(c.c_str(), X_OK) == 0) {
-      o.config.paths.init_binary = c;
-      break;
-    }
-  for (std::string c : {dir + "/seccomp-profiles", dir + "/../share/airlock/seccomp-profiles",
-                        std::string(AIRLOCK_SOURCE_DIR) + "/seccomp-profiles"})
-    if (access(c.c_str(), F_OK) == 0) {
-      o.config.paths.profiles_dir = c;
-      break;
-    }
+  o.config.paths = cli::DefaultPaths(AIRLOCK_SOURCE_DIR);
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -189,7 +171,7 @@ Options Parse(int argc, char** argv) {
   if (!o.tls.listen.empty() && o.tls.client_uids.empty() && o.tls.tokens_file.empty())
     Die("tcp: set client_ca + client_uids or tokens_file: TCP callers need an identity");
   if (!o.tls.client_uids.empty() && o.tls.client_ca.empty()) Die("tcp.client_uids needs tcp.client_ca");
-  if (o.config.paths.init_binary.empty()) Die("airlock-init not found next to " + dir);
+  if (o.config.paths.init_binary.empty()) Die("airlock-init not found next to " + cli::ExeDir());
   const char* timings = getenv("AIRLOCKD_TIMINGS");
   o.config.timings = timings && strcmp(timings, "1") == 0;
   if (o.config.paths.profiles_dir.empty()) Die("seccomp-profiles not found");

@@ -26,6 +26,7 @@
 #include "airlock/v1/airlock.pb.h"
 #include "harness/daemon/api_error.h"
 #include "harness/daemon/keeper.h"
+#include "harness/daemon/netns_pool.h"
 #include "harness/daemon/store.h"
 #include "runtime/core/unique_fd.h"
 #include "runtime/launch/sandbox.h"
@@ -69,6 +70,7 @@ struct Live {
   std::unique_ptr<InitSession> session;
   std::vector<UniqueFd> pins;  // image layers held while it runs
   std::string workspace;
+  bool workspace_in_image = false;  // the image has the workspace directory
   std::vector<std::string> image_env;   // the image's own (K=V)
   std::vector<std::string> env;         // every command's base environment (K=V)
   std::map<std::string, v1::User> users;  // manifest users by name
@@ -152,6 +154,7 @@ class Manager {
   DaemonConfig config_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<KeeperClient> keeper_;
+  NetnsPool netns_pool_{4};
 
   std::mutex mu_;  // guards live_, stopped_
   std::map<std::string, std::shared_ptr<Live>> live_;

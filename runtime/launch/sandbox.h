@@ -36,6 +36,10 @@ struct LaunchOptions {
   // namespace (its network namespace too, made by the child rather than by
   // the runtime on a helper thread; ~0.3 ms on the launch's path).
   bool checkpointable = false;
+  // A network namespace made ahead of need (net::CreateLoopbackNetns, owned
+  // by the host's user namespace, lo up, nothing else), borrowed: the
+  // sandbox is born in it and holds it from then on. -1: made per launch.
+  int netns = -1;
   // The first command, sent to init as soon as it is safe (on cgroup v1
   // right behind the setup messages, before init even exists), instead of
   // by a later Exec(). With its stdin, stdout, stderr.

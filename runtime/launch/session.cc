@@ -46,18 +46,13 @@ Result<uint32_t> InitSession::Send(proto::Type type, uint32_t id, const std::str
 
 Result<uint32_t> InitSession::Exec(const ProcessSpec& process, bool tty, uint16_t rows, uint16_t cols,
                                    std::span<const int> stdio, Listener listener) {
-  proto::ExecRequest req;
+  uint32_t id;
   {
     std::lock_guard lock(mu_);
-    req.id = next_id_++;
+    id = next_id_++;
     if (next_id_ == 0) next_id_ = 1;
   }
-  req.argv = process.argv;
-  req.env = process.env;
-  req.cwd = process.cwd;
-  req.uid = process.uid;
-  req.gid = process.gid;
-  req.groups.assign(process.groups.begin(), process.groups.end());
+  proto::ExecRequest req = proto::MakeExecRequest(id, process);
   req.tty = tty;
   req.rows = rows;
   req.cols = cols;

@@ -105,6 +105,18 @@ Result<void> CheckFileOp(const FileOpRequest& m) {
 
 }  // namespace
 
+ExecRequest MakeExecRequest(uint32_t id, const ProcessSpec& process) {
+  ExecRequest req;
+  req.id = id;
+  req.argv = process.argv;
+  req.env = process.env;
+  req.cwd = process.cwd;
+  req.uid = process.uid;
+  req.gid = process.gid;
+  req.groups.assign(process.groups.begin(), process.groups.end());
+  return req;
+}
+
 std::string Encode(const SetupFailed& m) {
   Writer w;
   w.U32(m.step);

@@ -171,6 +171,9 @@ struct Message {
   std::vector<UniqueFd> fds;
 };
 
+// The ExecRequest that runs `process` (argv, env, cwd, ids) as command `id`.
+ExecRequest MakeExecRequest(uint32_t id, const ProcessSpec& process);
+
 // Serializers. The payload of each message type.
 std::string Encode(const SetupFailed&);
 std::string Encode(const ExecRequest&);

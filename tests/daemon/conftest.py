@@ -128,11 +128,8 @@ class Daemon:
                         "targets airlockd airlock-init python_stubs)")
         if not Path(STUBS, "airlock", "v1", "airlock_pb2.py").exists():
             pytest.fail(f"no Python stubs in {STUBS} (build the python_stubs target or set AIRLOCK_PYTHON_STUBS)")
-        argv = [str(self.binary), "--socket", self.socket, "--socket-mode", "0666", "--state-dir", self.state_dir]
-        for r in self.allow_roots:
-            argv += ["--allow-root", r]
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout
@@ -149,6 +146,12 @@ class Daemon:
             time.sleep(0.05)
         self.kill9()
         pytest.fail(f"airlockd did not answer on {self.socket} within {timeout}s:\n{self.log_tail()}")
+
+    def argv(self) -> list[str]:
+        argv = [str(self.binary), "--socket", self.socket, "--socket-mode", "0666", "--state-dir", self.state_dir]
+        for r in self.allow_roots:
+            argv += ["--allow-root", r]
+        return argv
 
     def client(self) -> TrackingClient:
         return TrackingClient(self.socket, self.created)

@@ -11,16 +11,12 @@ reason named.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import BUILD, Daemon
-from airlock_client import AirlockClient, AirlockError
+from airlock_client import AirlockError
 
 
 class ConfiguredDaemon(Daemon):
@@ -31,25 +27,9 @@ class ConfiguredDaemon(Daemon):
         self.config_path = base / f"{name}.json"
         self.config = dict(config, socket=self.socket, socket_mode="0666", state_dir=self.state_dir)
 
-    def start(self, timeout: float = 30.0) -> None:
+    def argv(self) -> list[str]:
         self.config_path.write_text(json.dumps(self.config))
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([str(self.binary), "--config", str(self.config_path)], stdout=log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"airlockd exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if os.path.exists(self.socket):
-                try:
-                    with AirlockClient(self.socket) as c:
-                        c.version()
-                    return
-                except Exception:
-                    pass
-            time.sleep(0.05)
-        pytest.fail(f"airlockd did not answer:\n{self.log_tail()}")
+        return [str(self.binary), "--config", str(self.config_path)]
 
 
 @pytest.fixture(scope="module")

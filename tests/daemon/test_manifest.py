@@ -39,6 +39,29 @@ def test_manifest_entries_env_and_users(client):
         s.delete()
 
 
+def test_a_user_s_home_is_theirs_and_clashes_are_refused(client):
+    s = client.create(manifest={"users": [{"name": "dev", "uid": 1600, "gid": 1600}]})
+    try:
+        assert inside(s, "stat -c '%u:%g %a' /home/dev; touch /home/dev/mine && echo ok", user="dev") == \
+            b"1600:1600 755\nok\n"
+    finally:
+        s.delete()
+    # The host image has "sandbox" with uid 1000: a manifest user can't be a
+    # second one of either.
+    for user, field in (({"name": "x", "uid": 1000}, "users[0].uid"), ({"name": "sandbox", "uid": 1700}, "users[0].name")):
+        with pytest.raises(InvalidArgument) as e:
+            client.create(manifest={"users": [user]})
+        assert "create.manifest." + field in e.value.message
+
+
+def test_the_hostname_is_the_sandbox_s_own(client):
+    s = client.create(hostname="box1")
+    try:
+        assert inside(s, "hostname; cat /etc/hostname") == b"box1\nbox1\n"
+    finally:
+        s.delete()
+
+
 def test_manifest_from_dict(client):
     s = client.create(manifest={"entries": [{"path": "a.txt", "content": "A"}], "environment": {"X": "1"}},
                       limits={"pids": 64})

@@ -100,3 +100,61 @@ def test_a_readable_tokens_file_is_refused(base_dir):
     r = subprocess.run([str(d.binary), "--config", str(cfg)], capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
     assert "mode 0600" in r.stderr or "tcp.cert" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def mtls_daemon(base_dir):
+    """A daemon that requires client certificates signed by its CA."""
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed: no certificates for the mutual-TLS test")
+    def ossl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+    d = base_dir / "mtls"
+    d.mkdir()
+    ossl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(d / "ca-key.pem"), "-out", str(d / "ca.pem"), "-days", "1", "-subj", "/CN=test-ca")
+    for name, cn in (("server", "localhost"), ("alice", "alice"), ("mallory", "mallory")):
+        ossl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", str(d / f"{name}-key.pem"), "-out", str(d / f"{name}.csr"), "-subj", f"/CN={cn}")
+        ext = d / f"{name}.ext"
+        ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n" if name == "server" else "")
+        ossl("x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / "ca.pem"), "-CAkey",
+             str(d / "ca-key.pem"), "-CAcreateserial", "-out", str(d / f"{name}.pem"), "-days", "1",
+             "-extfile", str(ext))
+    port = free_port()
+    daemon = ConfiguredDaemon(base_dir, "mtls", {"tcp": {
+        "listen": f"127.0.0.1:{port}", "cert": str(d / "server.pem"), "key": str(d / "server-key.pem"),
+        "client_ca": str(d / "ca.pem"), "client_uids": {"alice": 5000}}})
+    daemon.start()
+    daemon.port, daemon.dir = port, d
+    yield daemon
+    daemon.stop()
+    assert daemon.leftovers() == []
+
+
+def mtls_stub(daemon, who):
+    d = daemon.dir
+    creds = grpc.ssl_channel_credentials(root_certificates=(d / "ca.pem").read_bytes(),
+                                         private_key=(d / f"{who}-key.pem").read_bytes() if who else None,
+                                         certificate_chain=(d / f"{who}.pem").read_bytes() if who else None)
+    return rpc.AirlockStub(grpc.secure_channel(f"127.0.0.1:{daemon.port}", creds))
+
+
+def test_a_client_certificate_is_its_mapped_uid(mtls_daemon):
+    s = mtls_stub(mtls_daemon, "alice")
+    sb = s.Create(pb.CreateRequest(), timeout=30)
+    try:
+        assert sb.owner_uid == 5000
+    finally:
+        s.Destroy(pb.SandboxRef(id=sb.id), timeout=30)
+
+
+def test_an_unmapped_or_missing_certificate_gets_nothing(mtls_daemon):
+    # Signed by the CA but not mapped to a uid: authenticated, yet nobody.
+    with pytest.raises(grpc.RpcError) as e:
+        mtls_stub(mtls_daemon, "mallory").List(pb.ListRequest(), timeout=10)
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    # No certificate at all: the handshake itself fails.
+    with pytest.raises(grpc.RpcError) as e:
+        mtls_stub(mtls_daemon, None).List(pb.ListRequest(), timeout=10)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE

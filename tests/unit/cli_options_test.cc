@@ -164,7 +164,7 @@ TEST_CASE("cli: errors name the option", "[cli]") {
   ParseError({"--cpus", "two", "ls"}, "--cpus");
   ParseError({"--cpus", "", "ls"}, "--cpus");
   ParseError({"--timeout", "forever", "ls"}, "--timeout");
-  ParseError({"--timeout=10d", "ls"}, "--timeout");
+  ParseError({"--timeout=10y", "ls"}, "--timeout");
   ParseError({"--net", "host", "ls"}, "--net");
   ParseError({"--env", "NOEQUALS", "ls"}, "--env");
   ParseError({"--env", "=v", "ls"}, "--env");
@@ -254,8 +254,9 @@ TEST_CASE("cli: ParseDuration", "[cli]") {
   CHECK(dur("10") == 10s);
   CHECK(dur("1.5s") == 1500ms);
   CHECK(dur("0.5m") == 30s);
+  CHECK(dur("1d") == 24h);
   CHECK(dur("0") == 0ms);
-  for (const char* bad : {"", "s", "ms", "-5s", "-1", "10d", "10 s", "10S", "1sec", "5mss", "inf", "nan",
+  for (const char* bad : {"", "s", "ms", "-5s", "-1", "10y", "10 s", "10S", "1sec", "5mss", "inf", "nan",
                           "1e400", "1e13"}) {
     auto r = ParseDuration("--timeout", bad);
     INFO("\"" << bad << "\"");
