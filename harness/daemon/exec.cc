@@ -244,7 +244,7 @@ v1::ExitStatus CommandHandle::Exit() {
 
 v1::ExitStatus Pump(CommandHandle& cmd, const OutputSink& sink, std::string_view stdin_data, bool close_stdin,
                     const std::function<bool()>& cancelled) {
-  std::string buf(kChunk, '\0');
+  thread_local std::string buf(kChunk, '\0');  // per handler thread, not per command
   bool out_open = cmd.stdout_fd() >= 0, err_open = !cmd.tty() && cmd.stderr_fd() >= 0;
   bool stdin_pending = !stdin_data.empty() || close_stdin;
   bool done = false, caller_gone = false;

@@ -63,7 +63,7 @@ ApiResult<void> RunFileOp(Live& live, proto::FileOpRequest request, const FileOp
     }
     ours.Reset();  // EOF: the end of the content
   } else {
-    std::string buf(64 * 1024, '\0');
+    thread_local std::string buf(64 * 1024, '\0');  // per handler thread
     for (;;) {
       ssize_t n = read(ours.get(), buf.data(), buf.size());
       if (n < 0 && errno == EINTR) continue;

@@ -57,8 +57,11 @@ Result<std::unique_ptr<Listener>> Listener::Bind(const std::string& path, mode_t
   rl.rlim_cur = rl.rlim_max;
   setrlimit(RLIMIT_NOFILE, &rl);
   getrlimit(RLIMIT_NOFILE, &rl);
-  l->high_fd_ = static_cast<int>(std::min<rlim_t>(rl.rlim_cur, 1 << 20)) - 1;
-  l->low_fd_ = std::min(l->high_fd_ / 2, 8192);
+  // A window of 64K numbers: a connection's number comes back only after
+  // 64K others, and the peer table stays small.
+  const int limit = static_cast<int>(std::min<rlim_t>(rl.rlim_cur, 1 << 20));
+  l->low_fd_ = std::min(limit / 2, 8192);
+  l->high_fd_ = std::min(limit - 1, l->low_fd_ + 65536);
   l->next_fd_ = l->low_fd_;
   return l;
 }
@@ -66,9 +69,13 @@ Result<std::unique_ptr<Listener>> Listener::Bind(const std::string& path, mode_t
 int Listener::Renumber(int fd) {
   // The next free number above the last one used, wrapping at the top.
   int moved = fcntl(fd, F_DUPFD_CLOEXEC, next_fd_);
-  if (moved < 0 && next_fd_ != low_fd_) {
+  if (moved < 0 || moved >= high_fd_) {
+    if (moved >= 0) close(moved);
     next_fd_ = low_fd_;
     moved = fcntl(fd, F_DUPFD_CLOEXEC, next_fd_);
+    // A new round: forget the callers of connections gRPC has closed.
+    std::lock_guard lock(mu_);
+    std::erase_if(peers_, [](const auto& p) { return fcntl(p.first, F_GETFD) < 0; });
   }
   if (moved < 0) return fd;  // out of numbers: keep the original
   close(fd);

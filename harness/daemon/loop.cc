@@ -359,7 +359,7 @@ Result<std::shared_ptr<Live>> Manager::Adopt(const SandboxRow& row, const v1::Sa
   // init must still answer, in this runtime's protocol version.
   int channel = held.channel.get();
   TRY(HelloInit(channel));
-  auto image = cli::ResolveRunImage(config_.paths, info.image());
+  auto image = ResolveImage(info.image());
   if (!image) return Fail("adopt", "image " + info.image() + ": " + image.error().Message());
   auto live = std::make_shared<Live>();
   live->id = info.id();

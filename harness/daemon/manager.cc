@@ -9,6 +9,7 @@
 #include <cstdio>
 
 #include "harness/cli/images_cmd.h"
+#include "images/host/host_image.h"
 #include "harness/daemon/files.h"
 #include "harness/daemon/host_paths.h"
 #include "harness/daemon/manifest.h"
@@ -69,10 +70,34 @@ Manager::~Manager() { Shutdown(); }
 
 // --- sandboxes -------------------------------------------------------------
 
+Result<cli::RunImage> Manager::ResolveImage(const std::string& name) {
+  if (name != "host") return cli::ResolveRunImage(config_.paths, name);
+  cli::RunImage image;
+  {
+    std::lock_guard lock(host_mu_);
+    auto now = std::chrono::steady_clock::now();
+    if (!host_image_ || now - host_checked_ > std::chrono::seconds(1)) {
+      auto fresh = cli::ResolveRunImage(config_.paths, name);  // builds or refreshes it
+      if (!fresh) return std::unexpected(fresh.error());
+      fresh->pins.clear();
+      host_image_ = std::move(*fresh);
+      host_checked_ = now;
+    }
+    image.layers = host_image_->layers;
+    image.binds = host_image_->binds;
+    image.env = host_image_->env;
+    image.workdir = host_image_->workdir;
+    image.default_user = host_image_->default_user;
+    // Pinned under the lock: a refresh elsewhere may collect unpinned layers.
+    for (const auto& layer : image.layers) image.pins.push_back(TRY(images::PinImageLayer(layer)));
+  }
+  return image;
+}
+
 ApiResult<std::shared_ptr<Live>> Manager::Launch(const Caller& caller, const v1::CreateRequest& request,
                                                  const std::string& id) {
   CreatePlan plan = TRY(PlanCreate(request, config_.allowed_roots, caller.uid, caller.gid));
-  auto image = cli::ResolveRunImage(config_.paths, plan.image);
+  auto image = ResolveImage(plan.image);
   if (!image) return ApiFail(Code::kInvalidArgument, "create.image: " + image.error().Message());
 
   SandboxSpec spec;

@@ -13,17 +13,20 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "airlock/v1/airlock.pb.h"
+#include "harness/cli/images_cmd.h"
 #include "harness/daemon/api_error.h"
 #include "harness/daemon/keeper.h"
 #include "harness/daemon/netns_pool.h"
@@ -148,6 +151,10 @@ class Manager {
   void Persist(const std::shared_ptr<Live>& live);
   ApiResult<std::shared_ptr<Live>> Launch(const Caller& caller, const v1::CreateRequest& request,
                                           const std::string& id);
+  // An image's layers, pinned for one sandbox. The host image's freshness
+  // check (a stat of each allowlisted /etc item, ~0.2 ms) runs at most once
+  // a second; stored images are looked up each time.
+  Result<cli::RunImage> ResolveImage(const std::string& name);
   // Takes back one sandbox a previous daemon left running; returns why not.
   Result<std::shared_ptr<Live>> Adopt(const SandboxRow& row, const v1::Sandbox& info, KeeperClient::Held held);
 
@@ -170,6 +177,10 @@ class Manager {
   UniqueFd timer_;  // every second: lifetimes, idle timeouts, cgroup events
   std::atomic<bool> stopping_{false};
   std::thread loop_;
+
+  std::mutex host_mu_;
+  std::optional<cli::RunImage> host_image_;  // without pins
+  std::chrono::steady_clock::time_point host_checked_;
 
   std::mutex warm_mu_;
   std::condition_variable warm_cv_;

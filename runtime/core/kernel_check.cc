@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <optional>
 #include <string>
 
 namespace airlock {
@@ -28,7 +30,9 @@ bool ParseKernelRelease(const char* release, int* major, int* minor) {
   return sscanf(release, "%d.%d", major, minor) == 2;
 }
 
-Result<KernelFeatures> CheckKernel() {
+namespace {
+
+Result<KernelFeatures> CheckKernelNow() {
   utsname u;
   if (uname(&u) < 0) return Errno("uname");
   int major = 0, minor = 0;
@@ -60,6 +64,26 @@ Result<KernelFeatures> CheckKernel() {
   KernelFeatures f;
   f.time_namespace = access("/proc/self/ns/time", F_OK) == 0;
   return f;
+}
+
+}  // namespace
+
+Result<KernelFeatures> CheckKernel() {
+  // The kernel doesn't change under a running process: a daemon pays for the
+  // probes once (up to ~0.5 ms each launch). A failure is checked again (a
+  // sysctl may be fixed meanwhile).
+  static std::mutex mu;
+  static std::optional<KernelFeatures> passed;
+  {
+    std::lock_guard lock(mu);
+    if (passed) return *passed;
+  }
+  auto now = CheckKernelNow();
+  if (now) {
+    std::lock_guard lock(mu);
+    passed = *now;
+  }
+  return now;
 }
 
 }  // namespace airlock
