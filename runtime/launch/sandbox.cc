@@ -257,6 +257,16 @@ Result<void> Sandbox::AwaitInit(const LaunchPlan& plan, const std::optional<Erro
     if (!msg && msg.error().err == ECONNRESET) msg = proto::ReceiveMessage(channel_.get());
     if (!msg) {
       if (send_failed) return std::unexpected(*send_failed);
+      const bool closed = (msg.error().err == 0 && msg.error().op == "channel closed") ||
+                          msg.error().err == ECONNRESET || msg.error().err == EPIPE;
+      if (!closed) {
+        // Something that isn't this runtime's protocol (an init of another
+        // airlock version, or a hostile one): it won't exit by itself.
+        syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+        int status;
+        if (waitpid(init_pid_, &status, 0) == init_pid_) reaped_ = true;
+        return Fail("sandbox setup", "airlock-init does not speak this runtime's protocol: " + msg.error().Message());
+      }
       int status = 0;
       if (waitpid(init_pid_, &status, 0) == init_pid_) {
         reaped_ = true;

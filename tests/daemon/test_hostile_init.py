@@ -92,3 +92,11 @@ def test_a_flood_is_cut_off(evil_daemon):
             c.create(hostname="evil-flood").exec(["true"])
         assert good.exec(["true"]).exit_code == 0
         assert evil_daemon.rss_bytes() < rss_before + 32 * 1024 * 1024
+
+
+def test_an_init_of_another_protocol_version_is_named(evil_daemon):
+    with evil_daemon.client() as c:
+        with pytest.raises(AirlockError) as e:
+            c.create(hostname="old-init")
+        assert "version 1" in e.value.message and "2" in e.value.message, e.value.message
+        assert c.create(hostname="good").exec(["true"]).exit_code == 0

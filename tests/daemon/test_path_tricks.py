@@ -91,3 +91,26 @@ def test_proc_is_the_sandboxes(fresh):
     cmdline = fresh.read("/proc/1/cmdline")
     assert os.path.basename(cmdline.split(b"\0")[0]) == b"airlock-init"
     assert fresh.read("/proc/sys/kernel/hostname").strip() == inside(fresh, "hostname").strip()
+
+
+def test_a_symlink_swapped_while_the_daemon_reads_never_reaches_the_host(fresh):
+    """A loop inside flips /workspace/swap between /etc and a directory of
+    its own while the file API reads through it: every read resolves inside
+    the sandbox (its /etc/hostname or its own file), never to the host's."""
+    host_hostname = open("/etc/hostname", "rb").read()
+    fresh.exec(["sh", "-c", "mkdir -p /workspace/mine && echo mine > /workspace/mine/hostname"])
+    inside_hostname = fresh.read("/etc/hostname")
+    assert host_hostname != inside_hostname
+    flipper = fresh.start_process(["sh", "-c", "while :; do ln -sfn /etc /workspace/swap; "
+                                              "ln -sfn /workspace/mine /workspace/swap; done"])
+    try:
+        seen = set()
+        for _ in range(200):
+            try:
+                seen.add(fresh.read("/workspace/swap/hostname"))
+            except Exception:
+                pass  # caught between unlink and symlink: ENOENT
+        assert seen <= {inside_hostname, b"mine\n"}, seen
+        assert host_hostname not in seen
+    finally:
+        fresh.kill(flipper)

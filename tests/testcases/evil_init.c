@@ -8,6 +8,7 @@
  *   evil-lies     reports every command exited 0 without running it, and
  *                 sends reports for ids nobody asked about
  *   evil-flood    sends hello messages as fast as it can, forever
+ *   old-init      speaks protocol version 1 (an init of an older airlock)
  * Wire format as runtime/proto/channel.h: {u16 version, u16 type, u32 len}
  * + payload, little-endian; fds with SCM_RIGHTS. */
 #define _GNU_SOURCE
@@ -23,9 +24,11 @@
 
 enum { kVersion = 2, kHello = 2, kExec = 3, kStarted = 4, kExited = 6, kChannel = 3 };
 
+static int old_version = 0;
+
 static int Send(int type, const void* payload, uint32_t len, int fd) {
   char buf[16 + 256];
-  uint16_t h[2] = {kVersion, (uint16_t)type};
+  uint16_t h[2] = {(uint16_t)(old_version ? 1 : kVersion), (uint16_t)type};
   memcpy(buf, h, 4);
   memcpy(buf + 4, &len, 4);
   memcpy(buf + 8, payload, len);
@@ -47,7 +50,7 @@ static int Send(int type, const void* payload, uint32_t len, int fd) {
 }
 
 static void Hello(void) {
-  uint32_t v = kVersion;
+  uint32_t v = old_version ? 1 : kVersion;
   Send(kHello, &v, 4, -1);
 }
 
@@ -106,6 +109,7 @@ int main(void) {
   gethostname(host, sizeof(host) - 1);
   signal(SIGPIPE, SIG_IGN);
   prctl(PR_SET_PDEATHSIG, 0);  /* as airlock-init does in a long-lived sandbox */
+  old_version = strcmp(host, "old-init") == 0;
   Hello();
   if (strcmp(host, "evil-flood") == 0)
     for (;;) Hello();
