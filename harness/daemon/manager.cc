@@ -403,6 +403,7 @@ ApiResult<v1::SandboxStats> Manager::Stats(const Caller& caller, const std::stri
   s.set_memory_limit_bytes(limits.memory_bytes.value_or(0));
   s.set_pids_limit(limits.pids.value_or(0));
   s.set_disk_limit_bytes(limits.disk_bytes.value_or(0));
+  if (auto disk = live->sandbox->ReadDiskUsage(); disk) s.set_disk_bytes(*disk);
   s.set_oom_kills(events->oom_kills);
   s.set_pids_limit_hits(events->pids_max_hits);
   return s;

@@ -15,6 +15,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -710,6 +711,15 @@ Result<cgroups::Events> Sandbox::ReadCgroupEvents() const {
 Result<cgroups::Usage> Sandbox::ReadUsage() const {
   if (!res_ || !res_->cgroup) return Fail("cgroup usage", "sandbox " + spec_.id + " has no cgroup");
   return res_->cgroup->ReadUsage();
+}
+
+Result<uint64_t> Sandbox::ReadDiskUsage() const {
+  if (!res_) return Fail("disk usage", "sandbox " + spec_.id + " is gone");
+  if (res_->has_subvolume && res_->pool) return res_->pool->SubvolumeUsage(spec_.id);
+  const std::string root = "/proc/" + std::to_string(init_pid_) + "/root/";
+  struct statfs st;
+  if (statfs(root.c_str(), &st) != 0) return Errno("statfs", root);
+  return static_cast<uint64_t>(st.f_blocks - st.f_bfree) * static_cast<uint64_t>(st.f_bsize);
 }
 
 Result<void> Sandbox::Freeze() {

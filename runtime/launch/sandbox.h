@@ -158,6 +158,10 @@ class Sandbox {
   // (OOM kills, refused forks), what it uses now, and the freezer (Pause).
   Result<cgroups::Events> ReadCgroupEvents() const;
   Result<cgroups::Usage> ReadUsage() const;
+  // Bytes its writable layer holds: the pool subvolume's qgroup, or the
+  // tmpfs upper's usage (statfs of init's root, which overlayfs answers
+  // from its upper layer).
+  Result<uint64_t> ReadDiskUsage() const;
   Result<void> Freeze();
   Result<void> Thaw();
   // init's pidfd: readable once init has exited (the sandbox is over).

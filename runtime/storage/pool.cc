@@ -4,7 +4,9 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <endian.h>
 #include <linux/btrfs.h>
+#include <linux/btrfs_tree.h>
 #include <linux/btrfs_tree.h>
 #include <linux/loop.h>
 #include <linux/magic.h>
@@ -496,6 +498,32 @@ std::vector<std::string> Pool::ListSubvolumes() const {
   ::closedir(dir);
   std::sort(names.begin(), names.end());
   return names;
+}
+
+Result<uint64_t> Pool::SubvolumeUsage(const std::string& name) const {
+  const std::string path = mountpoint_ + "/sandboxes/" + name;
+  UniqueFd fd = TRY(OpenSubvolume(sandboxes_.get(), name, path));
+  const uint64_t id = TRY(SubvolumeId(fd.get(), path));
+  // The quota tree's BTRFS_QGROUP_INFO_KEY item for 0/<id>: {generation,
+  // rfer, rfer_cmpr, excl, excl_cmpr}, little-endian u64s.
+  struct btrfs_ioctl_search_args args;
+  std::memset(&args, 0, sizeof args);
+  auto& k = args.key;
+  k.tree_id = BTRFS_QUOTA_TREE_OBJECTID;
+  k.min_objectid = k.max_objectid = 0;
+  k.min_type = k.max_type = BTRFS_QGROUP_INFO_KEY;
+  k.min_offset = k.max_offset = id;
+  k.max_transid = ~0ULL;
+  k.nr_items = 1;
+  if (::ioctl(root_.get(), BTRFS_IOC_TREE_SEARCH, &args) != 0) return Errno("BTRFS_IOC_TREE_SEARCH quota", path);
+  if (k.nr_items < 1) return ErrnoValue(ENOENT, "qgroup info", "0/" + std::to_string(id) + " (" + path + ")");
+  struct btrfs_ioctl_search_header header;
+  std::memcpy(&header, args.buf, sizeof header);
+  if (header.type != BTRFS_QGROUP_INFO_KEY || header.len < 2 * sizeof(uint64_t))
+    return Fail("qgroup info", "unexpected item for 0/" + std::to_string(id));
+  uint64_t rfer;
+  std::memcpy(&rfer, args.buf + sizeof header + sizeof(uint64_t), sizeof rfer);
+  return le64toh(rfer);
 }
 
 }  // namespace airlock::storage

@@ -70,6 +70,10 @@ class Pool {
   // not dropped the tree yet; that is ignored). A missing subvolume is fine.
   Result<void> DeleteSubvolume(const std::string& name);
 
+  // Bytes the subvolume `name` references, from its level-0 qgroup (what its
+  // disk limit counts). A stale or missing qgroup is an error.
+  Result<uint64_t> SubvolumeUsage(const std::string& name) const;
+
   // Names of the subvolumes under sandboxes/, sorted. Entries that aren't
   // subvolumes with valid names are left out.
   std::vector<std::string> ListSubvolumes() const;

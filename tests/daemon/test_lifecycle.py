@@ -201,3 +201,19 @@ def test_serialize_and_reattach(daemon, client, fresh):
 def test_version(client):
     v = client.version()
     assert v.version and v.init_protocol >= 1
+
+
+@pytest.mark.parametrize("limits", [None, {"disk_bytes": 256 << 20}], ids=["tmpfs upper", "pool subvolume"])
+def test_stats_count_what_the_writable_layer_holds(client, limits):
+    s = client.create(limits=limits)
+    try:
+        before = s.stats().disk_bytes
+        s.exec(["sh", "-c", "head -c 20000000 /dev/urandom > /workspace/blob; sync"])
+        deadline = time.monotonic() + 10
+        while s.stats().disk_bytes < before + 19_000_000:  # btrfs accounts at commit
+            assert time.monotonic() < deadline, (before, s.stats())
+            time.sleep(0.2)
+        if limits:
+            assert s.stats().disk_limit_bytes == 256 << 20
+    finally:
+        s.delete()
