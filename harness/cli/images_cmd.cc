@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "images/host/host_image.h"
+#include "images/oci/export.h"
 #include "images/store/image_store.h"
 
 namespace airlock::cli {
@@ -88,7 +89,8 @@ int RmiCommand(const RuntimePaths& paths, const std::vector<std::string>& args) 
 
 int ImageCommand(const RuntimePaths& paths, const std::vector<std::string>& args) {
   const std::string usage =
-      "usage: airlock image import FILE [--name NAME] [--strip-setid] | airlock image inspect NAME [--json]";
+      "usage: airlock image import FILE [--name NAME] [--strip-setid] | airlock image inspect NAME [--json] | "
+      "airlock image export NAME FILE|- (an OCI archive that podman load and docker load take; - is stdout)";
   if (args.empty()) return Error(usage);
   if (args[0] == "import") {
     if (args.size() < 2) return Error(usage);
@@ -120,6 +122,25 @@ int ImageCommand(const RuntimePaths& paths, const std::vector<std::string>& args
     nlohmann::json j = ToJson(*img);
     (void)json;  // inspect prints JSON either way
     puts(j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    return 0;
+  }
+  if (args[0] == "export") {
+    if (args.size() != 3) return Error(usage);
+    const std::string& name = args[1];
+    const std::string& file = args[2];
+    if (name == "host") return Error("image export: host is built in (a view of the host's /usr), not stored layers");
+    auto r = images::ExportImageToFile(ImageStore(paths), name, file);
+    if (!r) return Error(r.error().Message());
+    // With the archive on stdout, everything else goes to stderr.
+    FILE* say = file == "-" ? stderr : stdout;
+    fprintf(say, "exported %s to %s (%zu layers, manifest %s)\n", name.c_str(), file == "-" ? "stdout" : file.c_str(),
+            r->layers.size(), r->manifest_digest.c_str());
+    for (size_t i = 0; i < r->layers.size(); ++i) {
+      const auto& l = r->layers[i];
+      if (!l.reproduced())
+        fprintf(stderr, "note: layer %zu written as %s (imported as %s): the store keeps a layer's files, not its tar\n",
+                i, l.diff_id.c_str(), l.stored_diff_id.c_str());
+    }
     return 0;
   }
   return Error(usage);

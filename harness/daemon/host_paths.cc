@@ -52,7 +52,7 @@ HostAccess AccessFor(uid_t uid, gid_t gid) {
   return who;
 }
 
-ApiResult<void> CheckHostPath(const std::string& field, const std::string& path,
+ApiResult<UniqueFd> CheckHostPath(const std::string& field, const std::string& path,
                               const std::vector<std::string>& allowed_roots, const HostAccess& who,
                               bool want_write) {
   if (!IsNormalizedAbsolutePath(path))
@@ -87,7 +87,7 @@ ApiResult<void> CheckHostPath(const std::string& field, const std::string& path,
     return ApiFail(Code::kPermissionDenied,
                    field + ": the caller (uid " + std::to_string(who.uid) + ") may not " +
                        (want_write ? "write " : "read ") + path);
-  return {};
+  return dir;
 }
 
 }  // namespace airlock::daemon

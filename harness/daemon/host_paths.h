@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "harness/daemon/api_error.h"
+#include "runtime/core/unique_fd.h"
 
 namespace airlock::daemon {
 
@@ -25,8 +26,9 @@ struct HostAccess {
 HostAccess AccessFor(uid_t uid, gid_t gid);
 
 // Checks `path` for a manifest field (named in errors). want_write: the
-// caller must also be able to write the final object.
-ApiResult<void> CheckHostPath(const std::string& field, const std::string& path,
+// caller must also be able to write the final object. Returns an O_PATH
+// descriptor of what was checked: mount that, never the path again.
+ApiResult<UniqueFd> CheckHostPath(const std::string& field, const std::string& path,
                               const std::vector<std::string>& allowed_roots, const HostAccess& who,
                               bool want_write);
 

@@ -77,15 +77,17 @@ ApiResult<CreatePlan> PlanCreate(const v1::CreateRequest& r, const std::vector<s
     if (e.mode() > 07777) return BadField(field + ".mode", "more than permission bits");
     switch (e.source_case()) {
       case v1::ManifestEntry::kHostBind:
-        TRY(CheckHostPath(field + ".host_bind", e.host_bind(), allowed_roots, caller(), false));
-        plan.mounts.push_back({e.host_bind(), path, /*read_only=*/true, false});
+        plan.mount_fds.push_back(TRY(CheckHostPath(field + ".host_bind", e.host_bind(), allowed_roots, caller(), false)));
+        plan.mounts.push_back({e.host_bind(), path, /*read_only=*/true, false, plan.mount_fds.back().get()});
         break;
       case v1::ManifestEntry::kOutputDir:
-        TRY(CheckHostPath(field + ".output_dir", e.output_dir(), allowed_roots, caller(), true));
-        plan.mounts.push_back({e.output_dir(), path, /*read_only=*/false, /*allow_root_owner=*/caller_uid == 0});
+        plan.mount_fds.push_back(TRY(CheckHostPath(field + ".output_dir", e.output_dir(), allowed_roots, caller(), true)));
+        plan.mounts.push_back({e.output_dir(), path, /*read_only=*/false, /*allow_root_owner=*/caller_uid == 0,
+                               plan.mount_fds.back().get()});
         break;
       case v1::ManifestEntry::kHostCopy:
-        TRY(CheckHostPath(field + ".host_copy", e.host_copy(), allowed_roots, caller(), false));
+        // The copy reads with the caller's ids (the kernel checks each file).
+        (void)TRY(CheckHostPath(field + ".host_copy", e.host_copy(), allowed_roots, caller(), false));
         // Copied by the runtime into the writable layer before the overlay
         // is mounted, reading with the caller's ids: the kernel checks each
         // file it copies against the caller, not against the daemon.

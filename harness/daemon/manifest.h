@@ -24,6 +24,7 @@ struct CreatePlan {
   ResourceLimits limits;
   std::string workspace = "/workspace";
   std::vector<HostMount> mounts;  // host_bind and output_dir entries
+  std::vector<UniqueFd> mount_fds;  // what each mount's source_fd points to
   std::vector<SeedCopy> seeds;    // host_copy entries
   std::vector<std::string> environment;  // the manifest's, K=V
 };

@@ -195,7 +195,9 @@ Result<ResolvedSources> Sandbox::ResolveSources(const LaunchPlan& plan, const Ru
   for (size_t i = 0; i < plan.sources.size(); ++i) {
     const auto& s = plan.sources[i];
     if (s.kind == PlannedSource::kUpper) continue;
-    auto fd = fs::OpenHostPath(s.host_path);
+    Result<UniqueFd> fd = s.fd >= 0 ? Result<UniqueFd>(UniqueFd(fcntl(s.fd, F_DUPFD_CLOEXEC, 3)))
+                                    : fs::OpenHostPath(s.host_path);
+    if (fd && !*fd) fd = Errno("dup", s.host_path);
     if (!fd) {
       Error e = fd.error();
       e.op = "mount source";

@@ -109,7 +109,7 @@ Result<LaunchPlan> BuildLaunchPlan(const SandboxSpec& spec, bool upper_on_pool, 
   for (const auto& hm : spec.mounts) {
     m.push_back({MountOp::kParentFd, Relative(hm.destination), "", 0, static_cast<int>(plan.sources.size())});
     plan.sources.push_back({hm.read_only ? PlannedSource::kHostRO : PlannedSource::kHostRW, hm.source,
-                            hm.allow_root_owner});
+                            hm.allow_root_owner, hm.source_fd});
   }
 
   std::vector<int> kept = KeptCapabilities();

@@ -48,6 +48,7 @@ struct PlannedSource {
   } kind;
   std::string host_path;
   bool allow_root_owner = false;
+  int fd = -1;  // HostMount::source_fd: already resolved by the caller
 };
 
 // The steps of the child, in order. Names appear in errors and timings.

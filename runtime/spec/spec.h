@@ -23,6 +23,10 @@ struct HostMount {
   std::string destination;  // absolute, normalized path inside the sandbox
   bool read_only = true;
   bool allow_root_owner = false;  // rw only: permit a source owned by host root
+  // The source already resolved by the caller (an O_PATH descriptor it
+  // checked, borrowed until the launch returns): used as it is, so the path
+  // is never resolved a second time (decision 2). -1: resolved here.
+  int source_fd = -1;
 };
 
 // A read-only host directory the image itself places in the root (the `host`
