@@ -193,9 +193,14 @@ int main(int argc, char** argv) {
     fputs(cli::kUsage, args.empty() ? stderr : stdout);
     return args.empty() ? 125 : 0;
   }
+  // The daemon commands' global options may come first: airlock --socket S ps.
+  size_t first = 0;
+  while (first < args.size() && (args[first] == "--json" || args[first].starts_with("--socket")))
+    first += args[first] == "--socket" ? 2 : 1;
+  if (first < args.size() && cli::IsRemoteCommand(args[first]))
+    cli::ExecSibling("airlock-remote", "airlock-remote", argv);
   std::string cmd = args[0];
   args.erase(args.begin());
-  if (cli::IsRemoteCommand(cmd)) cli::ExecSibling("airlock-remote", "airlock-remote", argv);
   if (cmd == "daemon") {
     argv[1] = argv[0];  // airlockd's own options follow
     cli::ExecSibling("airlockd", "airlockd", argv + 1);
