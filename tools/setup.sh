@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs what airlock needs to build and run on Debian bookworm, then
 # builds it into ./build. Idempotent: packages already present are skipped.
+# (podman: the root lane's image round trips load and run airlock's exports.)
 # Usage: tools/setup.sh [--bench] [--vm]
 #   --bench  adds the peers for tools/bench/ (bubblewrap, crun, runc, hyperfine)
 #   --vm     adds what the guest lane needs: QEMU, and CRIU with iptables
@@ -11,7 +12,8 @@ cd "$(dirname "$0")/.."
 packages="build-essential cmake pkg-config libseccomp-dev libcap-dev libmnl-dev
   nlohmann-json3-dev catch2 btrfs-progs python3
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libsqlite3-dev
-  libyaml-cpp-dev python3-grpcio python3-protobuf python3-pytest"
+  libyaml-cpp-dev python3-grpcio python3-protobuf python3-pytest
+  podman"
 for arg in "$@"; do
   case "$arg" in
     --bench) packages="$packages hyperfine bubblewrap runc crun util-linux" ;;

@@ -138,8 +138,9 @@ int ImageCommand(const RuntimePaths& paths, const std::vector<std::string>& args
     for (size_t i = 0; i < r->layers.size(); ++i) {
       const auto& l = r->layers[i];
       if (!l.reproduced())
-        fprintf(stderr, "note: layer %zu written as %s (imported as %s): the store keeps a layer's files, not its tar\n",
-                i, l.diff_id.c_str(), l.stored_diff_id.c_str());
+        fprintf(stderr,
+                "note: layer %zu written as %s (imported as %s): the store keeps a layer's files, not its tar\n", i,
+                l.diff_id.c_str(), l.stored_diff_id.c_str());
     }
     return 0;
   }

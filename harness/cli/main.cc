@@ -51,6 +51,7 @@ constexpr const char* kUsage =
     "\n"
     "Other commands: airlock images [--json], airlock rmi NAME, airlock image import\n"
     "FILE [--name NAME] [--strip-setid] (OCI layout or docker/podman save archive),\n"
+    "airlock image export NAME FILE|- (an OCI archive podman and docker load),\n"
     "airlock image inspect NAME, airlock check (kernel features, CRIU), airlock cleanup\n"
     "(remove what killed runs left), airlock version.\n"
     "\n"

@@ -151,7 +151,8 @@ class LayerScan {
       // The importer turns every ".wh." member into a whiteout or a
       // marker, so a stored file of that name would be read back as one.
       if (name.starts_with(".wh."))
-        return Fail("export", prefix + name + ": a stored file named .wh.* can't be written (it would read as a whiteout)");
+        return Fail("export", prefix + name + ": a stored file named .wh.* can't be written (it would read as a "
+                                                  "whiteout)");
       c.tar_name = IsWhiteout(c.st) ? ".wh." + name : name;
       c.name = std::move(name);
       kids.push_back(std::move(c));
@@ -190,7 +191,9 @@ class LayerScan {
         e.h = Meta(path, '6', st);
       } else {
         // The importer refuses devices and never makes sockets.
-        const char* what = S_ISCHR(st.st_mode) ? "a character device" : S_ISBLK(st.st_mode) ? "a block device" : "a socket";
+        const char* what = S_ISCHR(st.st_mode)   ? "a character device"
+                           : S_ISBLK(st.st_mode) ? "a block device"
+                                                 : "a socket";
         return Fail("export", path + ": " + what + " can't be exported (an imported layer never holds one)");
       }
       AsHardlink(&e, st);
@@ -316,7 +319,8 @@ Result<LayerTarInfo> WriteLayerTar(const std::string& layer_dir, const TarSink& 
 
 Result<ExportResult> ExportImage(const std::string& store_root, const std::string& name, const TarSink& sink) {
   if (name == "host")
-    return Fail("export", "image \"host\" is built in (a view of the host's /usr, not stored layers) and can't be exported");
+    return Fail("export",
+                "image \"host\" is built in (a view of the host's /usr, not stored layers) and can't be exported");
   StoredImage img = TRY(LoadImage(store_root, name));
   const std::string who = "image \"" + name + "\"";
   const size_t n = img.diff_ids.size();

@@ -12,7 +12,8 @@
 //   the tar; ustar headers, a pax header only for what ustar can't hold
 //   (long names, large sizes/ids/times); no user or group names;
 // - owners (canonical ids, 0-65535), permission bits (incl. setgid, sticky)
-//   and mtimes (whole seconds) as stored; symlinks as they are; a file with
+//   and mtimes (whole seconds) as stored (a directory the imported archive
+//   didn't list has the time of its import); symlinks as they are; a file with
 //   more than one link is written once, its other names as hardlinks to the
 //   first name written; FIFOs as FIFOs;
 // - an overlay whiteout (0:0 character device) becomes an empty ".wh.NAME"
