@@ -109,7 +109,7 @@ class Service final : public v1::Airlock::Service {
     const v1::Command& command = first.start().command();
     auto live = API_TRY(m_->Find(c, command.sandbox_id()));
     auto cmd = API_TRY(CommandHandle::Start(live, command, first.start().stdin() || command.tty(), "exec.start.command"));
-    std::mutex write_mu;  // Write() from the pump; none from the reader
+    // Only this thread writes to the stream (the reader below only reads).
     if (cmd->pid() != 0) {  // 0: it never ran; the exit says why
       v1::ExecOutput started;
       started.set_started_pid(cmd->pid());
@@ -124,7 +124,7 @@ class Service final : public v1::Airlock::Service {
       while (stream->Read(&in)) {
         switch (in.input_case()) {
           case v1::ExecInput::kStdin:
-            if (!cmd->WriteStdin(in.stdin())) break;
+            (void)cmd->WriteStdin(in.stdin());  // false: it stopped reading; the data is dropped
             break;
           case v1::ExecInput::kCloseStdin:
             cmd->CloseStdin();
@@ -145,7 +145,6 @@ class Service final : public v1::Airlock::Service {
       v1::ExecOutput o;
       if (is_out) o.set_stdout(std::string(data));
       else o.set_stderr(std::string(data));
-      std::lock_guard lock(write_mu);
       return stream->Write(o);
     };
     OutputSink sink{[&](std::string_view d) { return send(true, d); }, [&](std::string_view d) { return send(false, d); }};
