@@ -71,7 +71,10 @@ Result<void> Sandbox::Checkpoint(int images_dir_fd, bool leave_running) {
   TRY(criu->Dump(d));
   // Its files too: which ones a restore opens from inside the user
   // namespace depends on the tree ("Unable to open timens-13.img").
-  UniqueFd dir(dup(images_dir_fd));
+  // A description of its own: a dup() would share the caller's (and CRIU's)
+  // directory offset, and a listing that starts at the end chowns nothing:
+  // the restore then failed now and then with EACCES on timens-N.img.
+  UniqueFd dir(openat(images_dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   DIR* listing = dir ? fdopendir(dir.Release()) : nullptr;
   if (listing == nullptr) return Errno("opendir", "CRIU images directory");
   while (dirent* e = readdir(listing)) {
