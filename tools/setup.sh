@@ -1,23 +1,22 @@
 #!/bin/sh
 # Installs what airlock needs to build and run on Debian bookworm, then
 # builds it into ./build. Idempotent: packages already present are skipped.
-# (podman: the root lane's image round trips load and run airlock's exports.)
 # Usage: tools/setup.sh [--bench] [--vm]
 #   --bench  adds the peers for tools/bench/ (bubblewrap, crun, runc, hyperfine)
-#   --vm     adds what the guest lane needs: QEMU, and CRIU with iptables
-#            (the guest's /usr is a copy of the host's)
+#   --vm     adds what the test lanes need beyond the build: QEMU, and CRIU
+#            with iptables, for the guest lane (its /usr is a copy of the
+#            host's); podman, whose round trips load and run airlock's exports
 set -eu
 cd "$(dirname "$0")/.."
 
 packages="build-essential cmake pkg-config libseccomp-dev libcap-dev libmnl-dev
   nlohmann-json3-dev catch2 btrfs-progs python3
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libsqlite3-dev
-  libyaml-cpp-dev python3-grpcio python3-protobuf python3-pytest
-  podman"
+  libyaml-cpp-dev python3-grpcio python3-protobuf python3-pytest"
 for arg in "$@"; do
   case "$arg" in
     --bench) packages="$packages hyperfine bubblewrap runc crun util-linux" ;;
-    --vm) packages="$packages qemu-system-x86 qemu-utils criu iptables" ;;
+    --vm) packages="$packages qemu-system-x86 qemu-utils criu iptables podman" ;;
     *) echo "setup: unknown option $arg" >&2; exit 2 ;;
   esac
 done
