@@ -41,15 +41,11 @@ esac
 die() { echo "run.sh: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "needs root (crun/runc with user namespaces and cgroups)"
 
-# ---- hybrid cgroups: re-exec inside a private mount namespace --------------
+# ---- hybrid cgroups: re-exec inside a private mount namespace (common.sh) ---
+. "$HERE/common.sh"
+bench_hybrid_reexec "$0" "$@"
 CGROUP_NOTE="cgroup view: as the host has it"
-if [ -z "${AIRLOCK_BENCH_INNER:-}" ] &&
-   awk '$5 == "/sys/fs/cgroup/unified" { found = 1 } END { exit !found }' /proc/self/mountinfo; then
-  export AIRLOCK_BENCH_INNER=hybrid
-  exec unshare --mount --propagation private -- \
-    sh -c 'umount /sys/fs/cgroup/unified && exec "$0" "$@"' "$0" "$@"
-fi
-if [ "${AIRLOCK_BENCH_INNER:-}" = hybrid ]; then
+if [ "$BENCH_HYBRID" = 1 ]; then
   CGROUP_NOTE="cgroup view: hybrid host; ALL commands ran in a private mount namespace with /sys/fs/cgroup/unified unmounted (crun 1.8 refuses hybrid mode); v1 controllers as on the host"
 fi
 
@@ -69,19 +65,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Runs a command once (30 s limit) and says whether it worked; output kept.
-precheck() {  # name, command...
-  local name=$1; shift
-  local rc=0
-  timeout 30 "$@" >"$WORK/precheck-$name.log" 2>&1 || rc=$?
-  [ "$rc" = 0 ] && return 0
-  {
-    echo "!!! PRE-CHECK FAILED: $name (exit $rc) — left out of the comparison"
-    echo "!!!   command: $*"
-    sed 's/^/!!!   | /' "$WORK/precheck-$name.log" | tail -n 8
-  } >&2
-  return 1
-}
 
 # ---- --steps: airlock's per-step timings ------------------------------------
 if [ "$MODE" = steps ]; then
