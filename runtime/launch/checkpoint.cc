@@ -49,11 +49,16 @@ Result<void> Sandbox::Checkpoint(int images_dir_fd, bool leave_running) {
   TRY(checkpoint::CheckCheckpointable(init_pid_));
   auto criu = TRY(checkpoint::Criu::Load());
   std::string key = TRY(ChannelKey());
-  // A restore opens images from inside the restored user namespace (seen:
-  // "Unable to open tty-info.img: Permission denied"): the directory belongs
-  // to the sandbox's root id, and to nobody else.
-  if (fchown(images_dir_fd, res_->ids.base, res_->ids.base) < 0) return Errno("chown", "CRIU images directory");
-  if (fchmod(images_dir_fd, 0700) < 0) return Errno("chmod", "CRIU images directory");
+  // A restore opens images from inside the restored user namespace, with
+  // two sets of credentials: most after it became the sandbox's root (seen:
+  // "Unable to open tty-info.img: Permission denied" when they were root's),
+  // but timens-N.img in a window where the uid map may not be written yet
+  // (criu/cr-restore.c calls prepare_timens before it waits for
+  // prepare_userns), as host root with no capability over the images. So:
+  // owned by the sandbox's root id, readable through group 0 (host root's
+  // fsgid in both states), nothing for others.
+  if (fchown(images_dir_fd, res_->ids.base, 0) < 0) return Errno("chown", "CRIU images directory");
+  if (fchmod(images_dir_fd, 0750) < 0) return Errno("chmod", "CRIU images directory");
   checkpoint::DumpOptions d;
   d.pid = init_pid_;
   d.images_dir_fd = images_dir_fd;
@@ -69,17 +74,15 @@ Result<void> Sandbox::Checkpoint(int images_dir_fd, bool leave_running) {
     d.externals.push_back("mnt[" + spec_.mounts[i].destination + "]:" + HostMountKey(i));
   d.externals.push_back("mnt[]");
   TRY(criu->Dump(d));
-  // Its files too: which ones a restore opens from inside the user
-  // namespace depends on the tree ("Unable to open timens-13.img").
-  // A description of its own: a dup() would share the caller's (and CRIU's)
-  // directory offset, and a listing that starts at the end chowns nothing:
-  // the restore then failed now and then with EACCES on timens-N.img.
+  // Its files too, the same way. The listing gets a description of its own:
+  // a dup() would share the caller's (and CRIU's) directory offset.
   UniqueFd dir(openat(images_dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   DIR* listing = dir ? fdopendir(dir.Release()) : nullptr;
   if (listing == nullptr) return Errno("opendir", "CRIU images directory");
   while (dirent* e = readdir(listing)) {
     if (e->d_name[0] == '.') continue;
-    if (fchownat(dirfd(listing), e->d_name, res_->ids.base, res_->ids.base, AT_SYMLINK_NOFOLLOW) < 0) {
+    if (fchownat(dirfd(listing), e->d_name, res_->ids.base, 0, AT_SYMLINK_NOFOLLOW) < 0 ||
+        fchmodat(dirfd(listing), e->d_name, 0640, 0) < 0) {
       int err = errno;
       closedir(listing);
       return ErrnoValue(err, "chown", std::string("CRIU image ") + e->d_name);
