@@ -19,15 +19,16 @@ namespace {
 
 constexpr size_t kMaxMessage = 256;
 
-// One datagram with up to two fds. Returns 0 or -errno.
-int Send(int sock, const std::string& msg, int fd1 = -1, int fd2 = -1) {
+// One datagram with up to three fds (the first n that aren't -1). Returns 0
+// or -errno.
+int Send(int sock, const std::string& msg, int fd1 = -1, int fd2 = -1, int fd3 = -1) {
   iovec iov{const_cast<char*>(msg.data()), msg.size()};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 2)];
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 3)];
   msghdr m{};
   m.msg_iov = &iov;
   m.msg_iovlen = 1;
-  int fds[2] = {fd1, fd2};
-  int n = fd1 < 0 ? 0 : fd2 < 0 ? 1 : 2;
+  int fds[3] = {fd1, fd2, fd3};
+  int n = fd1 < 0 ? 0 : fd2 < 0 ? 1 : fd3 < 0 ? 2 : 3;
   if (n > 0) {
     m.msg_control = control;
     m.msg_controllen = CMSG_SPACE(sizeof(int) * n);
@@ -42,7 +43,7 @@ int Send(int sock, const std::string& msg, int fd1 = -1, int fd2 = -1) {
   return 0;
 }
 
-// One datagram; its fds (at most two kept, the rest closed). Returns the
+// One datagram; its fds (all kept; the callers check the count). Returns the
 // length, 0 at EOF, or -errno.
 ssize_t Receive(int sock, std::string* msg, std::vector<UniqueFd>* fds) {
   char buf[kMaxMessage];
@@ -73,7 +74,7 @@ ssize_t Receive(int sock, std::string* msg, std::vector<UniqueFd>* fds) {
 }
 
 struct Entry {
-  UniqueFd channel, pidfd;
+  UniqueFd channel, pidfd, egress;  // egress: network mode proxy only
 };
 
 // The keeper process: single-threaded, owns nothing but what it is given.
@@ -116,12 +117,13 @@ struct Entry {
       const std::string id = msg.substr(1);
       // P and D get no answer: a create's path shouldn't wait on the
       // keeper being scheduled. The socket keeps them in order with L.
-      if (op == 'P' && got.size() == 2 && !id.empty()) {
-        held[id] = Entry{std::move(got[0]), std::move(got[1])};
+      if (op == 'P' && (got.size() == 2 || got.size() == 3) && !id.empty()) {
+        held[id] = Entry{std::move(got[0]), std::move(got[1]), got.size() == 3 ? std::move(got[2]) : UniqueFd()};
       } else if (op == 'D') {
         held.erase(id);
       } else if (op == 'L') {
-        for (auto& [hid, e] : held) Send(clients[i].get(), "I" + hid, e.channel.get(), e.pidfd.get());
+        for (auto& [hid, e] : held)
+          Send(clients[i].get(), "I" + hid, e.channel.get(), e.pidfd.get(), e.egress.get());
         Send(clients[i].get(), "E");
       } else {
         Send(clients[i].get(), "?");
@@ -195,9 +197,9 @@ Result<std::unique_ptr<KeeperClient>> KeeperClient::Connect(const std::string& p
   return k;
 }
 
-Result<void> KeeperClient::Put(const std::string& id, int channel, int pidfd) {
+Result<void> KeeperClient::Put(const std::string& id, int channel, int pidfd, int egress) {
   std::lock_guard lock(mu_);
-  if (int r = Send(sock_.get(), "P" + id, channel, pidfd); r < 0) return ErrnoValue(-r, "keeper", "hold " + id);
+  if (int r = Send(sock_.get(), "P" + id, channel, pidfd, egress); r < 0) return ErrnoValue(-r, "keeper", "hold " + id);
   return {};
 }
 
@@ -216,8 +218,9 @@ Result<std::vector<KeeperClient::Held>> KeeperClient::List() {
     std::vector<UniqueFd> fds;
     if (Receive(sock_.get(), &msg, &fds) <= 0) return Fail("keeper", "list: connection lost");
     if (msg == "E") return out;
-    if (msg.size() < 2 || msg[0] != 'I' || fds.size() != 2) return Fail("keeper", "list: malformed answer");
-    out.push_back({msg.substr(1), std::move(fds[0]), std::move(fds[1])});
+    if (msg.size() < 2 || msg[0] != 'I' || fds.size() < 2 || fds.size() > 3)
+      return Fail("keeper", "list: malformed answer");
+    out.push_back({msg.substr(1), std::move(fds[0]), std::move(fds[1]), fds.size() == 3 ? std::move(fds[2]) : UniqueFd()});
   }
 }
 

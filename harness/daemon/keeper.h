@@ -8,7 +8,8 @@
 //
 // One keeper per state root, listening on <state_root>/keeper.sock (a
 // SOCK_SEQPACKET socket only root may use). It runs no threads and parses
-// nothing but one-letter requests from root: P<id> + {channel, pidfd} holds,
+// nothing but one-letter requests from root: P<id> + {channel, pidfd[, egress
+// channel]} holds,
 // D<id> drops (neither is answered), L lists (I<id> + fds per sandbox, then E). It exits when no
 // daemon is connected and it holds nothing.
 #pragma once
@@ -29,12 +30,14 @@ class KeeperClient {
   // answers. Call before the process starts any thread.
   static Result<std::unique_ptr<KeeperClient>> Connect(const std::string& path);
 
-  Result<void> Put(const std::string& id, int channel, int pidfd);
+  // `egress`: the egress channel's host end of a sandbox in network mode
+  // proxy, else -1.
+  Result<void> Put(const std::string& id, int channel, int pidfd, int egress = -1);
   Result<void> Drop(const std::string& id);
 
   struct Held {
     std::string id;
-    UniqueFd channel, pidfd;
+    UniqueFd channel, pidfd, egress;
   };
   Result<std::vector<Held>> List();
 

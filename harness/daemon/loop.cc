@@ -51,6 +51,17 @@ enum class WatchKind : uint64_t { kWake = 0, kTimer = 1, kChannel = 2, kPidfd = 
 }  // namespace
 
 Result<void> Manager::Start() {
+  // The egress proxy first: adopted sandboxes in network mode proxy are
+  // handed to it again.
+  if (!config_.egress.proxy_binary.empty() && access(config_.egress.proxy_binary.c_str(), X_OK) == 0) {
+    auto proxy = EgressProxy::Start(config_.egress, [this](const std::string& sandbox, const v1::EgressAudit& a) {
+      OnEgressAudit(sandbox, a);
+    });
+    if (proxy) egress_ = std::move(*proxy);
+    else fprintf(stderr, "airlockd: egress proxy: %s (network mode proxy is refused)\n", proxy.error().Message().c_str());
+  } else {
+    fprintf(stderr, "airlockd: no airlock-proxy beside airlockd: network mode proxy is refused\n");
+  }
   // What a previous daemon left: sandboxes whose channels the keeper still
   // holds are adopted; the others ended meanwhile.
   std::map<std::string, KeeperClient::Held> held;
@@ -298,7 +309,16 @@ void Manager::Persist(const std::shared_ptr<Live>& live) {
 }
 
 void Manager::Emit(const std::string& sandbox_id, uid_t owner, v1::EventType type, const std::string& message) {
-  EventRow row{0, sandbox_id, owner, static_cast<int>(type), message, NowUnixMs()};
+  Append(EventRow{0, sandbox_id, owner, static_cast<int>(type), message, NowUnixMs(), {}});
+}
+
+void Manager::EmitEgress(const std::string& sandbox_id, uid_t owner, const std::string& message,
+                         const std::string& audit) {
+  Append(EventRow{0, sandbox_id, owner, v1::EVENT_TYPE_EGRESS, message, NowUnixMs(), audit});
+}
+
+void Manager::Append(const EventRow& row) {
+  const std::string& sandbox_id = row.sandbox_id;
   auto seq = store_->AppendEvent(row);
   if (!seq) {
     fprintf(stderr, "airlockd: event for %s not saved: %s\n", sandbox_id.c_str(), seq.error().Message().c_str());
@@ -335,6 +355,7 @@ std::vector<v1::Event> Manager::WaitEvents(const Caller& caller, const std::stri
     e.set_type(static_cast<v1::EventType>(r.type));
     e.set_message(r.message);
     e.set_unix_ms(r.unix_ms);
+    if (!r.detail.empty() && !e.mutable_egress()->ParseFromString(r.detail)) e.clear_egress();
     out.push_back(std::move(e));
   }
   // The caller resumes after the last row looked at, shown or not.
@@ -364,7 +385,8 @@ Result<std::shared_ptr<Live>> Manager::Adopt(const SandboxRow& row, const v1::Sa
   auto live = std::make_shared<Live>();
   live->id = info.id();
   live->owner = row.owner;
-  live->sandbox = TRY(Sandbox::Adopt(spec, config_.paths, std::move(held.channel), std::move(held.pidfd)));
+  live->sandbox = TRY(
+      Sandbox::Adopt(spec, config_.paths, std::move(held.channel), std::move(held.pidfd), std::move(held.egress)));
   live->session = std::make_unique<InitSession>(live->sandbox->channel_fd());
   // What the previous daemon ran there has no caller any more: its output
   // went with the daemon and no handle names it. It ends, as a command does
@@ -378,6 +400,10 @@ Result<std::shared_ptr<Live>> Manager::Adopt(const SandboxRow& row, const v1::Sa
   live->env = BaseEnvironment(image->env, manifest_env);
   for (const auto& u : request.manifest().users()) live->users[u.name()] = u;
   live->info = info;
+  if (request.network() == v1::NETWORK_MODE_PROXY) {
+    if (!egress_ || live->sandbox->egress_fd() < 0) return Fail("adopt", "its egress channel can't be served again");
+    if (auto attached = AttachEgress(*live, request); !attached) return Fail("adopt", attached.error().message);
+  }
   live->Touch();
   return live;
 }

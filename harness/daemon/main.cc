@@ -42,7 +42,12 @@ constexpr const char* kUsage =
     "and/or \"tokens_file\": FILE (root-owned, 0600; lines \"uid token\", sent as\n"
     "\"authorization: Bearer TOKEN\")}.\n"
     "--warm-pool N keeps N sandboxes of the common shape (host image, no limits,\n"
-    "no host paths) started, so creating one only hands it out.\n";
+    "no host paths) started, so creating one only hands it out.\n"
+    "Network mode proxy (the egress proxy, airlock-proxy, run as an unprivileged user):\n"
+    "  \"egress\": {\"user\": \"nobody\", \"secrets\": {NAME: {\"value_file\": FILE, \"env\": VAR,\n"
+    "   \"hosts\": [\"api.example.com\"], \"header\": \"Authorization\", \"add\": \"Bearer {value}\"}},\n"
+    "   \"upstream_ca_file\": PEM, \"resolve\": {NAME: [ADDR]}, \"expose_address\": \"127.0.0.1\"}\n"
+    "(docs/egress.md).\n";
 
 [[noreturn]] void Die(const std::string& msg) {
   fprintf(stderr, "airlockd: %s\n", msg.c_str());
@@ -119,6 +124,10 @@ void ApplyJson(const std::string& file, Options* o) {
     } else if (key == "warm_pool") {
       need(value.is_number_unsigned(), "a number");
       o->config.warm_pool = value.get<size_t>();
+    } else if (key == "egress") {
+      auto egress = ParseEgressConfig(value);
+      if (!egress) Die("config " + file + ": " + egress.error().Message());
+      o->config.egress = std::move(*egress);
     } else {
       Die("config " + file + ": unknown key \"" + key + "\"");
     }
@@ -172,6 +181,15 @@ Options Parse(int argc, char** argv) {
     Die("tcp: set client_ca + client_uids or tokens_file: TCP callers need an identity");
   if (!o.tls.client_uids.empty() && o.tls.client_ca.empty()) Die("tcp.client_uids needs tcp.client_ca");
   if (o.config.paths.init_binary.empty()) Die("airlock-init not found next to " + cli::ExeDir());
+  // The egress proxy: beside airlockd in a build tree, in libexec installed.
+  if (o.config.egress.proxy_binary.empty())
+    for (const std::string& p : {cli::ExeDir() + "/airlock-proxy", cli::ExeDir() + "/../libexec/airlock/airlock-proxy"})
+      if (access(p.c_str(), X_OK) == 0) {
+        o.config.egress.proxy_binary = p;
+        break;
+      }
+  o.config.egress.ca_dir = o.config.paths.state_root + "/egress-ca";
+  if (!o.tls.listen.empty()) o.config.egress.refused.push_back(o.tls.listen);
   const char* timings = getenv("AIRLOCKD_TIMINGS");
   o.config.timings = timings && strcmp(timings, "1") == 0;
   if (o.config.paths.profiles_dir.empty()) Die("seccomp-profiles not found");

@@ -1,5 +1,6 @@
 #include "harness/daemon/manager.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/stat.h>
 #include <sys/random.h>
@@ -57,6 +58,7 @@ Result<void> Live::Teardown() {
   std::lock_guard lock(teardown_mu_);
   if (!torn_down_) {
     torn_down_ = true;
+    if (egress) egress->Remove(id);
     teardown_result_ = sandbox->Destroy();
     pins.clear();  // after the mounts went with init
   }
@@ -109,6 +111,22 @@ ApiResult<std::shared_ptr<Live>> Manager::Launch(const Caller& caller, const v1:
   spec.hostname = plan.hostname;
   spec.limits = plan.limits;
   spec.seccomp_profile = plan.seccomp_profile;
+  UniqueFd bundle;
+  if (plan.proxy) {
+    if (!egress_) return ApiFail(Code::kUnimplemented, "create.network: this daemon runs no egress proxy (airlock-proxy not found or failed to start)");
+    TRY(egress_->Check(request));
+    spec.net = NetMode::kProxy;
+    spec.egress.transparent = request.egress().transparent();
+    // The bundle that trusts the daemon's egress CA (it terminates TLS
+    // where secrets are injected).
+    bundle.Reset(open(egress_->trust_bundle().c_str(), O_PATH | O_CLOEXEC | O_NOFOLLOW));
+    if (!bundle) return ApiFail(Code::kInternal, "create: the egress CA bundle: " + std::string(strerror(errno)));
+    HostMount m;
+    m.source = egress_->trust_bundle();
+    m.destination = "/etc/airlock/ca-bundle.pem";
+    m.source_fd = bundle.get();
+    spec.mounts.push_back(m);
+  }
   // The spec's process is only a description here: commands come later.
   spec.process.argv = {"/bin/sh"};
   spec.process.cwd = "/";
@@ -146,7 +164,11 @@ ApiResult<std::shared_ptr<Live>> Manager::Launch(const Caller& caller, const v1:
   info.set_state(v1::SANDBOX_STATE_RUNNING);
   info.set_image(plan.image);
   *info.mutable_limits() = request.limits();
-  info.set_network(v1::NETWORK_MODE_NONE);
+  info.set_network(plan.proxy ? v1::NETWORK_MODE_PROXY : v1::NETWORK_MODE_NONE);
+  if (plan.proxy) {
+    *info.mutable_egress() = request.egress();
+    TRY(AttachEgress(*live, request));
+  }
   *info.mutable_labels() = request.labels();
   info.set_created_unix_ms(NowUnixMs());
   if (request.lifetime_ms() > 0) info.set_expires_unix_ms(info.created_unix_ms() + static_cast<int64_t>(request.lifetime_ms()));
@@ -205,10 +227,13 @@ ApiResult<v1::Sandbox> Manager::Create(const Caller& caller, const v1::CreateReq
     return std::unexpected(e);
   };
   if (keeper_)
-    if (auto kept = keeper_->Put(id, live->sandbox->channel_fd(), live->sandbox->pidfd()); !kept)
+    if (auto kept = keeper_->Put(id, live->sandbox->channel_fd(), live->sandbox->pidfd(), live->sandbox->egress_fd());
+        !kept)
       return fail({Code::kInternal, "create: " + kept.error().Message()});
   if (auto applied = ApplyManifest(*live, request.manifest(), warm || live->workspace_in_image); !applied)
     return fail(applied.error());
+  if (request.egress().transparent())
+    if (auto dns = UseRelayDns(*live); !dns) return fail(dns.error());
   if (live->info.hostname() != "sandbox") {
     // The image's /etc/hostname names the default; this one has its own.
     proto::FileOpRequest w;

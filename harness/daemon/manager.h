@@ -28,6 +28,7 @@
 #include "airlock/v1/airlock.pb.h"
 #include "harness/cli/images_cmd.h"
 #include "harness/daemon/api_error.h"
+#include "harness/daemon/egress.h"
 #include "harness/daemon/keeper.h"
 #include "harness/daemon/netns_pool.h"
 #include "harness/daemon/store.h"
@@ -59,6 +60,7 @@ struct DaemonConfig {
   // one out. 0: none.
   size_t warm_pool = 0;
   bool timings = false;  // log each launch's per-step timings (AIRLOCKD_TIMINGS=1)
+  EgressConfig egress;   // network mode proxy (no proxy binary: the mode is refused)
   RuntimePaths paths;
   std::string Database() const { return paths.state_root + "/airlockd.db"; }
 };
@@ -78,6 +80,7 @@ struct Live {
   std::vector<std::string> env;         // every command's base environment (K=V)
   std::map<std::string, v1::User> users;  // manifest users by name
   std::atomic<int64_t> last_used_ms{0};
+  EgressProxy* egress = nullptr;  // network mode proxy: told when it ends
 
   std::mutex mu;  // guards what follows
   v1::Sandbox info;
@@ -148,6 +151,9 @@ class Manager {
   void CheckTimers();
   void CheckCgroupEvents(const std::shared_ptr<Live>& live);
   void Emit(const std::string& sandbox_id, uid_t owner, v1::EventType type, const std::string& message);
+  // EVENT_TYPE_EGRESS with its audit (a serialized EgressAudit).
+  void EmitEgress(const std::string& sandbox_id, uid_t owner, const std::string& message, const std::string& audit);
+  void Append(const EventRow& row);
   void Persist(const std::shared_ptr<Live>& live);
   ApiResult<std::shared_ptr<Live>> Launch(const Caller& caller, const v1::CreateRequest& request,
                                           const std::string& id);
@@ -157,11 +163,16 @@ class Manager {
   Result<cli::RunImage> ResolveImage(const std::string& name);
   // Takes back one sandbox a previous daemon left running; returns why not.
   Result<std::shared_ptr<Live>> Adopt(const SandboxRow& row, const v1::Sandbox& info, KeeperClient::Held held);
+  // Network mode proxy: hands the sandbox to the egress proxy (with
+  // listeners for its exposed ports) and sets what its commands need.
+  ApiResult<void> AttachEgress(Live& live, const v1::CreateRequest& request);
+  void OnEgressAudit(const std::string& sandbox, const v1::EgressAudit& audit);
 
   DaemonConfig config_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<KeeperClient> keeper_;
   NetnsPool netns_pool_{4};
+  std::unique_ptr<EgressProxy> egress_;
 
   std::mutex mu_;  // guards live_, stopped_
   std::map<std::string, std::shared_ptr<Live>> live_;
@@ -189,5 +200,9 @@ class Manager {
 };
 
 int64_t NowUnixMs();
+
+// Transparent egress: the sandbox's resolver asks the relay (its
+// nsswitch.conf and resolv.conf, written inside).
+ApiResult<void> UseRelayDns(Live& live);
 
 }  // namespace airlock::daemon

@@ -45,10 +45,14 @@ ApiResult<CreatePlan> PlanCreate(const v1::CreateRequest& r, const std::vector<s
     case v1::NETWORK_MODE_NONE:
       break;
     case v1::NETWORK_MODE_PROXY:
-      return ApiFail(Code::kUnimplemented, "create.network: proxy mode needs the egress proxy, which this daemon doesn't run yet");
+      plan.proxy = true;
+      break;
     default:
       return BadField("create.network", "unknown mode " + std::to_string(r.network()));
   }
+  if (!plan.proxy && r.has_egress()) return BadField("create.egress", "needs network NETWORK_MODE_PROXY");
+  if (!plan.proxy && r.expose_ports_size() > 0)
+    return BadField("create.expose_ports", "needs network NETWORK_MODE_PROXY (the relay forwards them)");
   const auto& l = r.limits();
   if (l.memory_bytes()) plan.limits.memory_bytes = l.memory_bytes();
   if (l.pids()) plan.limits.pids = l.pids();

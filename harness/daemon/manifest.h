@@ -27,6 +27,7 @@ struct CreatePlan {
   std::vector<UniqueFd> mount_fds;  // what each mount's source_fd points to
   std::vector<SeedCopy> seeds;    // host_copy entries
   std::vector<std::string> environment;  // the manifest's, K=V
+  bool proxy = false;  // network mode proxy (the manager checks its policy)
 };
 
 // Checks every field of `request`; host paths against `allowed_roots` with

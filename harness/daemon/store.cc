@@ -56,6 +56,9 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
       "CREATE TABLE IF NOT EXISTS events ("
       " seq INTEGER PRIMARY KEY AUTOINCREMENT, sandbox_id TEXT NOT NULL, owner INTEGER NOT NULL,"
       " type INTEGER NOT NULL, message TEXT NOT NULL, unix_ms INTEGER NOT NULL)"));
+  // An event's structured part (an EgressAudit); added to older databases.
+  if (!store->Exec("SELECT detail FROM events LIMIT 0"))
+    TRY(store->Exec("ALTER TABLE events ADD COLUMN detail BLOB NOT NULL DEFAULT x''"));
   return store;
 }
 
@@ -127,20 +130,21 @@ Result<std::vector<SandboxRow>> Store::Sandboxes() {
 
 Result<uint64_t> Store::AppendEvent(const EventRow& e) {
   std::lock_guard lock(mu_);
-  Statement st(db_, "INSERT INTO events (sandbox_id, owner, type, message, unix_ms) VALUES (?, ?, ?, ?, ?)");
+  Statement st(db_, "INSERT INTO events (sandbox_id, owner, type, message, unix_ms, detail) VALUES (?, ?, ?, ?, ?, ?)");
   if (!st.ok()) return SqlError(db_, "prepare");
   st.Text(1, e.sandbox_id);
   st.Int(2, e.owner);
   st.Int(3, e.type);
   st.Text(4, e.message);
   st.Int(5, e.unix_ms);
+  st.Blob(6, e.detail);
   if (sqlite3_step(st.get()) != SQLITE_DONE) return SqlError(db_, "append event");
   return static_cast<uint64_t>(sqlite3_last_insert_rowid(db_));
 }
 
 Result<std::vector<EventRow>> Store::EventsSince(uint64_t since, size_t limit) {
   std::lock_guard lock(mu_);
-  Statement st(db_, "SELECT seq, sandbox_id, owner, type, message, unix_ms FROM events WHERE seq > ? ORDER BY seq LIMIT ?");
+  Statement st(db_, "SELECT seq, sandbox_id, owner, type, message, unix_ms, detail FROM events WHERE seq > ? ORDER BY seq LIMIT ?");
   if (!st.ok()) return SqlError(db_, "prepare");
   st.Int(1, static_cast<int64_t>(since));
   st.Int(2, static_cast<int64_t>(limit));
@@ -154,6 +158,7 @@ Result<std::vector<EventRow>> Store::EventsSince(uint64_t since, size_t limit) {
     r.type = sqlite3_column_int(st.get(), 3);
     r.message = st.ColumnBytes(4);
     r.unix_ms = sqlite3_column_int64(st.get(), 5);
+    r.detail = st.ColumnBytes(6);
     rows.push_back(std::move(r));
   }
   if (rc != SQLITE_DONE) return SqlError(db_, "read events");

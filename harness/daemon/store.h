@@ -33,6 +33,7 @@ struct EventRow {
   int type = 0;  // airlock.v1.EventType
   std::string message;
   int64_t unix_ms = 0;
+  std::string detail;  // EVENT_TYPE_EGRESS: a serialized airlock.v1.EgressAudit
 };
 
 class Store {

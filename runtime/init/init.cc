@@ -17,7 +17,11 @@
 //   - sends a kSignal to one command's process group (or to every one);
 //   - forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH
 //     to the running commands;
-//   - in --oneshot mode exits with the first command's status.
+//   - in --oneshot mode exits with the first command's status;
+//   - in network mode proxy (--egress-fd), forks the relay (relay.h), which
+//     alone holds the egress channel and the sockets that came after it,
+//     and forks another if it dies (a root process inside can kill it), a
+//     few times a second at most.
 // Commands (and fork bombs) thus never share init's cgroup. A request init
 // can't decode is answered with kExecFailed (EINVAL) when its id can be
 // read, and otherwise ignored: never fatal.
@@ -32,6 +36,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -42,6 +47,7 @@
 #include <vector>
 
 #include "runtime/init/fileops.h"
+#include "runtime/init/relay.h"
 #include "runtime/proto/channel.h"
 
 namespace airlock::init {
@@ -52,6 +58,9 @@ using proto::Type;
 constexpr int kForwardedSignals[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
 // Signals for commands not started yet, kept while their reports are due.
 constexpr size_t kMaxPendingSignals = 1024;
+// A relay that died is replaced this long after the last one was forked at
+// the earliest: a loop killing it can't make init spin.
+constexpr int64_t kRelayForkIntervalMs = 250;
 
 // What the spawner tells init (inside the sandbox only), as the payload of
 // a kStarted datagram on their socketpair, so that a pty master can travel
@@ -275,6 +284,22 @@ void SpawnFileOp(int sock, const proto::Message& msg) {
 
 bool IsEof(const Error& e) { return e.err == 0 && e.op == "channel closed"; }
 
+int64_t MonotonicMs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1'000'000;
+}
+
+// The relay's descriptors (--egress-fd=N): N the egress channel, N+1 the
+// proxy port's listener and, with --transparent, N+2 DNS over UDP and N+3
+// DNS over TCP. Consecutive; init keeps them (close-on-exec) only to fork
+// a new relay.
+struct RelayFds {
+  int egress = -1, listener = -1, dns_udp = -1, dns_tcp = -1;
+  int first() const { return egress; }
+  int count() const { return egress < 0 ? 0 : (dns_udp < 0 ? 2 : 4); }
+};
+
 struct Command {
   uint32_t id = 0;
   bool file_op = false;
@@ -282,8 +307,8 @@ struct Command {
 
 class Init {
  public:
-  Init(int channel, int cgroup_fds, bool oneshot)
-      : channel_(channel), oneshot_(oneshot), cgroup_fds_(cgroup_fds) {}
+  Init(int channel, int cgroup_fds, bool oneshot, RelayFds relay_fds)
+      : channel_(channel), oneshot_(oneshot), cgroup_fds_(cgroup_fds), relay_fds_(relay_fds) {}
 
   [[noreturn]] void Run() {
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
@@ -316,6 +341,7 @@ class Init {
       for (int i = 0; i < cgroup_fds_; ++i)
         if (write(proto::kInitCgroupFdBase + i, "0", 1) != 1) _exit(125);
       CloseCgroupFds();
+      CloseRelayFds();  // neither the spawner nor its file operations hold them
       if (write(sp[1], "p", 1) != 1) _exit(125);  // placed
       close(sp[0]);
       close(channel_);
@@ -340,6 +366,7 @@ class Init {
     // request, the spawner could be waiting for room to send a report. A
     // full queue fails that request with EAGAIN instead.
     if (fcntl(spawner_sock_, F_SETFL, O_NONBLOCK) < 0) Die(125);
+    if (relay_fds_.count() > 0) ForkRelay();
     std::string hello = proto::EncodeHello();
     if (proto::SendMessage(channel_, Type::kHello, hello) < 0) Die(125);
     Loop();
@@ -350,10 +377,55 @@ class Init {
     for (int i = 0; i < cgroup_fds_; ++i) close(proto::kInitCgroupFdBase + i);
   }
 
+  void CloseRelayFds() {
+    for (int i = 0; i < relay_fds_.count(); ++i) close(relay_fds_.first() + i);
+  }
+
+  // Forks the relay (a failed fork is retried like a death). It keeps its
+  // own descriptors and stdio only: not the runtime's channel, the
+  // spawner's socket, the signalfd or a pty master.
+  void ForkRelay() {
+    relay_forked_at_ = MonotonicMs();
+    pid_t pid = fork();
+    if (pid == 0) {
+      const unsigned first = static_cast<unsigned>(relay_fds_.first());
+      const unsigned end = first + static_cast<unsigned>(relay_fds_.count());
+      if (syscall(SYS_close_range, 3, first - 1, 0) < 0 || syscall(SYS_close_range, end, ~0U, 0) < 0) {
+        close(channel_);
+        close(spawner_sock_);
+        close(sigfd_);
+        oneshot_master_.Reset();
+      }
+      RelayMain(relay_fds_.egress, relay_fds_.listener, relay_fds_.dns_udp, relay_fds_.dns_tcp);
+    }
+    relay_ = pid;
+  }
+
+  // Forks a relay in place of one that died, when it is due; the poll
+  // timeout until then (-1: none due).
+  int RestartRelay() {
+    if (relay_fds_.count() == 0 || relay_ > 0) return -1;
+    int64_t wait = relay_forked_at_ + kRelayForkIntervalMs - MonotonicMs();
+    if (wait > 0) return static_cast<int>(wait);
+    ForkRelay();
+    return relay_ > 0 ? -1 : static_cast<int>(kRelayForkIntervalMs);
+  }
+
+  void RelayExited(int status) {
+    relay_ = -1;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+      // Its egress channel ended: the proxy's end is gone for good, so a
+      // new relay would exit at once. Closing the listeners refuses new
+      // connections instead of leaving them in the backlog.
+      CloseRelayFds();
+      relay_fds_ = RelayFds{};
+    }
+  }
+
   [[noreturn]] void Loop() {
     for (;;) {
       pollfd fds[3] = {{channel_, POLLIN, 0}, {spawner_sock_, POLLIN, 0}, {sigfd_, POLLIN, 0}};
-      int n = poll(fds, 3, -1);
+      int n = poll(fds, 3, RestartRelay());
       if (n < 0) {
         if (errno == EINTR) continue;
         Die(125);
@@ -548,6 +620,10 @@ class Init {
       int status;
       pid_t pid = waitpid(-1, &status, WNOHANG);
       if (pid <= 0) return;
+      if (pid == relay_) {  // not a command: nothing to report
+        RelayExited(status);
+        continue;
+      }
       if (pid == spawner_) {
         if (!oneshot_command_) Die(125);  // no way to run anything any more
         // A failure report written before the spawner's _exit wins over
@@ -584,6 +660,9 @@ class Init {
   int channel_;
   bool oneshot_;
   int cgroup_fds_;
+  RelayFds relay_fds_;
+  pid_t relay_ = -1;
+  int64_t relay_forked_at_ = 0;
   int spawner_sock_ = -1;
   pid_t spawner_ = -1;
   int sigfd_ = -1;
@@ -602,13 +681,31 @@ class Init {
 int main(int argc, char** argv) {
   using airlock::proto::kInitChannelFd;
   if (fcntl(kInitChannelFd, F_GETFD) < 0) return 125;
-  bool oneshot = false;
-  long cgroup_fds = 0;
+  bool oneshot = false, transparent = false;
+  long cgroup_fds = 0, egress_fd = -1;
   for (int i = 1; i < argc; ++i) {
     if (strcmp(argv[i], "--oneshot") == 0) oneshot = true;
     else if (strncmp(argv[i], "--cgroup-fds=", 13) == 0) cgroup_fds = strtol(argv[i] + 13, nullptr, 10);
+    else if (strncmp(argv[i], "--egress-fd=", 12) == 0) egress_fd = strtol(argv[i] + 12, nullptr, 10);
+    else if (strcmp(argv[i], "--transparent") == 0) transparent = true;
   }
   if (cgroup_fds < 0 || cgroup_fds > 16) return 125;
-  airlock::init::Init init(kInitChannelFd, static_cast<int>(cgroup_fds), oneshot);
+  airlock::init::RelayFds relay;
+  if (egress_fd >= 0) {
+    // After the channel and the cgroup fds; inherited, so that no command
+    // may: close-on-exec from here on.
+    if (egress_fd < airlock::proto::kInitCgroupFdBase + cgroup_fds || egress_fd > 1024) return 125;
+    relay.egress = static_cast<int>(egress_fd);
+    relay.listener = relay.egress + 1;
+    if (transparent) {
+      relay.dns_udp = relay.egress + 2;
+      relay.dns_tcp = relay.egress + 3;
+    }
+    for (int i = 0; i < relay.count(); ++i)
+      if (fcntl(relay.first() + i, F_SETFD, FD_CLOEXEC) < 0) return 125;
+  } else if (transparent) {
+    return 125;
+  }
+  airlock::init::Init init(kInitChannelFd, static_cast<int>(cgroup_fds), oneshot, relay);
   init.Run();
 }

@@ -25,7 +25,7 @@ pid_t PidOfPidfd(int pidfd) {
 }  // namespace
 
 Result<std::unique_ptr<Sandbox>> Sandbox::Adopt(const SandboxSpec& spec, const RuntimePaths& paths, UniqueFd channel,
-                                                UniqueFd pidfd) {
+                                                UniqueFd pidfd, UniqueFd egress) {
   std::unique_ptr<Sandbox> sb(new Sandbox());
   sb->spec_ = spec;
   sb->res_ = std::make_unique<Resources>();
@@ -55,6 +55,7 @@ Result<std::unique_ptr<Sandbox>> Sandbox::Adopt(const SandboxSpec& spec, const R
   sb->init_pid_ = pid;
   sb->pidfd_ = std::move(pidfd);
   sb->channel_ = std::move(channel);
+  sb->egress_ = std::move(egress);
   return sb;
 }
 

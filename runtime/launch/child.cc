@@ -414,6 +414,10 @@ StepResult Stdio(Syscalls& sys, ChildContext& ctx) {
     ctx.cg_fds[i] = sys.DupAbove(ctx.cg_fds[i], kLiftBase);
     STEP_CHECK(ctx.cg_fds[i], i);
   }
+  for (int i = 0; i < ctx.egress_count; ++i) {
+    ctx.egress_fds[i] = sys.DupAbove(ctx.egress_fds[i], kLiftBase);
+    STEP_CHECK(ctx.egress_fds[i], i);
+  }
   for (int fd = 0; fd < 3; ++fd) STEP_CHECK(sys.Dup2(null, fd), -1);
   STEP_CHECK(sys.Dup2(ctx.sock, proto::kInitChannelFd), -1);  // not close-on-exec
   ctx.sock = proto::kInitChannelFd;
@@ -473,10 +477,14 @@ StepResult InitFds(Syscalls& sys, ChildContext& ctx) {
   const int exec_fd = proto::kInitCgroupFdBase + n;
   STEP_CHECK(sys.Dup2(ctx.init_exec_fd, exec_fd), -1);
   STEP_CHECK(sys.SetCloexec(exec_fd, true), -1);
-  STEP_CHECK(sys.CloseRangeFrom(static_cast<unsigned>(exec_fd + 1)), -1);
+  // The egress channel and the relay's sockets follow, inherited by init.
+  for (int i = 0; i < ctx.egress_count; ++i) STEP_CHECK(sys.Dup2(ctx.egress_fds[i], exec_fd + 1 + i), i);
+  STEP_CHECK(sys.CloseRangeFrom(static_cast<unsigned>(exec_fd + 1 + ctx.egress_count)), -1);
   ctx.init_exec_fd = exec_fd;
   if (ctx.init_cgroup_arg != nullptr)
     snprintf(ctx.init_cgroup_arg, ctx.init_cgroup_arg_size, "--cgroup-fds=%d", n);
+  if (ctx.init_egress_arg != nullptr)
+    snprintf(ctx.init_egress_arg, ctx.init_egress_arg_size, "--egress-fd=%d", exec_fd + 1);
   if (ctx.send_timings) {
     // Sent now: after seccomp the profile may allow nothing but the exec.
     // The last three steps' times are missing from it.

@@ -27,6 +27,13 @@ struct ChildContext {
 
   char* init_cgroup_arg = nullptr;  // a buffer init_argv points at, for "--cgroup-fds=N"
   size_t init_cgroup_arg_size = 0;
+  // Network mode proxy: the egress channel's sandbox end, then the relay's
+  // listening sockets (runtime/proto/egress.h), placed after init's exec fd
+  // and named by "--egress-fd=N" in this buffer init_argv points at.
+  int egress_fds[4] = {-1, -1, -1, -1};
+  int egress_count = 0;
+  char* init_egress_arg = nullptr;
+  size_t init_egress_arg_size = 0;
 
   // Filled in by the steps.
   int fds[proto::kMaxFds] = {};

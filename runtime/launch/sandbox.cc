@@ -34,6 +34,8 @@
 #include "runtime/launch/child.h"
 #include "runtime/launch/internal.h"
 #include "runtime/net/netns.h"
+#include "runtime/net/relay_sockets.h"
+#include "runtime/net/transparent.h"
 #include "runtime/proto/channel.h"
 #include "runtime/security/seccomp.h"
 #include "runtime/security/setid_filter.h"
@@ -305,16 +307,39 @@ Result<void> Sandbox::AwaitInit(const LaunchPlan& plan, const std::optional<Erro
 Result<void> Sandbox::PlaceSpawner(bool born_in_init_group) {
   // On cgroup v1 the spawner moved itself to the workload group before it
   // read anything. On v2 it was born in init's group: every process there
-  // but init is the spawner; move it to the workload group.
+  // but init is the spawner; move it to the workload group. The egress
+  // relay (network mode proxy), forked before the hello, stays with init
+  // on v1 and moves with the spawner on v2: either way it is under the
+  // sandbox's limits, and outside the workload's OOM group.
   auto pids = TRY(res_->cgroup->InitPids());
+  const int relay = spec_.net == NetMode::kProxy ? 1 : 0;
   int others = 0;
   for (pid_t p : pids) {
     if (p == init_pid_) continue;
     if (born_in_init_group) TRY(res_->cgroup->MoveToWork(p));
     ++others;
   }
-  if (others != (born_in_init_group ? 1 : 0))
+  if (others != (born_in_init_group ? 1 : 0) + relay)
     return Fail("sandbox setup", "unexpected processes in init's cgroup (" + std::to_string(others) + ")");
+  return {};
+}
+
+Result<void> Sandbox::SetUpEgress(int netns, net::RelaySockets& relay, UniqueFd& child_end, ChildContext& ctx) {
+  uint64_t t = NowNs();
+  // The calling thread is in the sandbox's namespace: the sockets are made there.
+  relay = TRY(net::MakeRelaySockets(spec_.egress.proxy_port, spec_.egress.transparent));
+  if (spec_.egress.transparent) TRY(net::InstallTransparentRedirect(netns, {spec_.egress.proxy_port, 53}));
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) return Errno("socketpair", "egress channel");
+  egress_.Reset(sv[0]);
+  child_end.Reset(sv[1]);
+  ctx.egress_fds[ctx.egress_count++] = child_end.get();
+  ctx.egress_fds[ctx.egress_count++] = relay.proxy_listener.get();
+  if (spec_.egress.transparent) {
+    ctx.egress_fds[ctx.egress_count++] = relay.dns_udp.get();
+    ctx.egress_fds[ctx.egress_count++] = relay.dns_tcp.get();
+  }
+  Time("egress", t);
   return {};
 }
 
@@ -350,6 +375,9 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
   t = NowNs();
   TRY(ClaimIdentity(paths));
   Time("id-range", t);
+
+  if (spec_.net == NetMode::kProxy && options.checkpointable)
+    return Fail("network", "a sandbox in network mode proxy can't be made checkpointable yet");
 
   t = NowNs();
   const bool on_pool = spec_.limits.disk_bytes.has_value() || !spec_.seeds.empty();
@@ -410,7 +438,7 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
   std::string stage = paths.StageDir();
   char init_arg0[] = "airlock-init";
   char init_arg1[] = "--oneshot";
-  char* init_argv[] = {init_arg0, nullptr, nullptr, nullptr};
+  char* init_argv[] = {init_arg0, nullptr, nullptr, nullptr, nullptr, nullptr};
   char* init_envp[] = {nullptr};
   ChildContext ctx;
   ctx.plan = &plan;
@@ -423,20 +451,32 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
   ctx.init_envp = init_envp;
   ctx.send_timings = timing_enabled_;
   char cgroup_arg[32] = "--cgroup-fds=0";
-  init_argv[1] = cgroup_arg;
-  init_argv[2] = options.oneshot ? init_arg1 : nullptr;
   ctx.init_cgroup_arg = cgroup_arg;
   ctx.init_cgroup_arg_size = sizeof(cgroup_arg);
+  char egress_arg[32] = "--egress-fd=0";
+  char transparent_arg[] = "--transparent";
+  int argc = 1;
+  init_argv[argc++] = cgroup_arg;
+  if (spec_.net == NetMode::kProxy) {
+    init_argv[argc++] = egress_arg;
+    if (spec_.egress.transparent) init_argv[argc++] = transparent_arg;
+    ctx.init_egress_arg = egress_arg;
+    ctx.init_egress_arg_size = sizeof(egress_arg);
+  }
+  if (options.oneshot) init_argv[argc++] = init_arg1;
 
   int pidfd = -1;
   clone_args args{};
   // The child is born in the network namespace the helper thread made: the
   // launching thread enters it for the clone3 only.
   std::optional<net::ScopedNetns> in_netns;
+  net::RelaySockets relay;
+  UniqueFd egress_child;
   if (!plan.child_netns) {
     if (netns_thread.joinable()) netns_thread.join();
     if (!netns) return std::unexpected(netns.error());
     in_netns.emplace(TRY(net::ScopedNetns::Enter(netns->get())));
+    if (spec_.net == NetMode::kProxy) TRY(SetUpEgress(netns->get(), relay, egress_child, ctx));
   }
   args.flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_PIDFD |
                (plan.clone_time_ns ? CLONE_NEWTIME : 0);
@@ -458,6 +498,8 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
   pidfd_.Reset(pidfd);
   if (in_netns) TRY(in_netns->Leave());
   child_end.Reset();
+  egress_child.Reset();
+  relay = {};
   channel_ = std::move(parent_end);
   Time("clone", t);
 

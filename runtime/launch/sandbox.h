@@ -29,6 +29,11 @@
 
 namespace airlock {
 
+namespace net {
+struct RelaySockets;
+}
+struct ChildContext;
+
 struct LaunchOptions {
   bool oneshot = true;   // init exits with the first command's status
   bool timings = false;  // collect per-step timings (parent and child)
@@ -120,8 +125,10 @@ class Sandbox {
   // the init of sandbox spec.id's cgroup, and attaches to its cgroups, pool
   // subvolume and id range, so that Destroy() removes them as usual. `spec`
   // needs only the id and limits. No message is exchanged with init here.
+  // `egress`: the egress channel's host end, for a sandbox in network mode
+  // proxy (the keeper held it too).
   static Result<std::unique_ptr<Sandbox>> Adopt(const SandboxSpec& spec, const RuntimePaths& paths,
-                                                UniqueFd channel, UniqueFd pidfd);
+                                                UniqueFd channel, UniqueFd pidfd, UniqueFd egress = {});
 
   // Runs `process` inside, with the given stdin, stdout, stderr.
   Result<void> Exec(const ProcessSpec& process, std::span<const int> stdio);
@@ -171,6 +178,10 @@ class Sandbox {
   const std::vector<std::string>& restore_warnings() const { return restore_warnings_; }
   pid_t init_pid() const { return init_pid_; }
   int channel_fd() const { return channel_.get(); }
+  // Network mode proxy: the host end of the sandbox's egress channel
+  // (runtime/proto/egress.h), for the egress proxy; else -1. Its relay ends
+  // with the sandbox, or when every copy of this end is closed.
+  int egress_fd() const { return egress_.get(); }
   const std::vector<StepTiming>& timings() const { return timings_; }
 
  private:
@@ -184,6 +195,9 @@ class Sandbox {
   Result<std::vector<UniqueFd>> BuildMounts(const LaunchPlan& plan, const ResolvedSources& sources,
                                             const storage::Subvolume* subvolume);
   Result<void> AwaitInit(const LaunchPlan& plan, const std::optional<Error>& send_failed);
+  // Network mode proxy: the relay's sockets in `netns`, netfilter's redirect
+  // there (transparent), the egress channel; their child ends go to ctx.
+  Result<void> SetUpEgress(int netns, net::RelaySockets& relay, UniqueFd& child_end, ChildContext& ctx);
   Result<void> PlaceSpawner(bool born_in_init_group);
   Result<void> RestoreTree(const RestoreRequest& request, const RuntimePaths& paths);
   void Time(const char* step, uint64_t start_ns);
@@ -193,6 +207,7 @@ class Sandbox {
   pid_t init_pid_ = -1;
   UniqueFd pidfd_;
   UniqueFd channel_;
+  UniqueFd egress_;
   bool reaped_ = false;
   int init_wait_status_ = 0;
   std::vector<StepTiming> timings_;

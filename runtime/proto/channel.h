@@ -45,6 +45,14 @@ enum class Type : uint16_t {
                      // made in the sandbox's own network namespace (checkpointable)
   kSignal = 10,      // runtime -> init: a Signal for one command's process group
   kFileOp = 11,      // runtime -> init: a FileOpRequest; fds: its data stream
+  // The egress channel (egress.h): between the sandbox's relay (forked by
+  // init) and the egress proxy; never on init's own channel.
+  kEgressOpen = 20,     // relay -> proxy: EgressOpen, a connection was accepted
+  kEgressSocket = 21,   // proxy -> relay: {id}; fds: the relay's end of a fresh socketpair
+  kEgressRefused = 22,  // proxy -> relay: {id}; the relay resets the connection
+  kPortOpen = 23,       // proxy -> relay: PortOpen; fds: the relay's end of a fresh socketpair
+  kPortFailed = 24,     // relay -> proxy: {id, errno} the sandbox's port refused it
+  kProxyControl = 30,   // airlockd <-> egress proxy: one JSON object (harness/proxy/control.h)
 };
 
 struct SetupFailed {

@@ -50,7 +50,18 @@ struct SeedCopy {
   std::vector<gid_t> read_groups;  // the reader's supplementary groups
 };
 
-enum class NetMode { kNone };
+// kNone: loopback only. kProxy: loopback, plus airlock-init's relay
+// listening on 127.0.0.1:<proxy_port>, which hands every connection to the
+// egress proxy over the sandbox's egress channel (runtime/proto/egress.h);
+// the sandbox still has no interface but lo. With `transparent`, netfilter
+// rules in the sandbox's namespace send every outbound TCP connection and
+// every DNS query to the relay too (runtime/net/transparent.h).
+enum class NetMode { kNone, kProxy };
+
+struct EgressSpec {
+  uint16_t proxy_port = 3128;
+  bool transparent = false;
+};
 
 struct ResourceLimits {
   std::optional<uint64_t> memory_bytes;
@@ -81,6 +92,7 @@ struct SandboxSpec {
   ProcessSpec process;
   std::string hostname = "sandbox";
   NetMode net = NetMode::kNone;
+  EgressSpec egress;  // kProxy only
   ResourceLimits limits;
   std::chrono::milliseconds timeout{0};  // 0: none. Kills the whole tree.
   std::string seccomp_profile = "default";  // a name in the profile dir or a path

@@ -152,6 +152,13 @@ Result<void> ValidateSpec(const SandboxSpec& spec) {
   for (size_t i = 0; i < p.groups.size(); ++i)
     if (p.groups[i] > kMaxIdInside)
       return FieldError("process.groups[" + std::to_string(i) + "]", "must be 0-65535");
+  if (spec.net == NetMode::kProxy) {
+    if (spec.egress.proxy_port == 0) return FieldError("egress.proxy_port", "must be 1-65535");
+    if (spec.egress.transparent && spec.egress.proxy_port == 53)
+      return FieldError("egress.proxy_port", "53 is the relay's DNS port in transparent mode");
+  } else if (spec.egress.transparent) {
+    return FieldError("egress.transparent", "needs network mode proxy");
+  }
   if (!IsHostname(spec.hostname))
     return FieldError("hostname", "must be 1-64 characters of [A-Za-z0-9.-] (got \"" + spec.hostname + "\")");
   const auto& l = spec.limits;

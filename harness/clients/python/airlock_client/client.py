@@ -264,6 +264,8 @@ class SandboxInfo:
     workspace: str
     hostname: str
     seccomp_profile: str
+    egress: dict[str, Any] = field(default_factory=dict)  # allow, secrets, transparent (network PROXY)
+    exposed_ports: dict[int, str] = field(default_factory=dict)  # sandbox port -> "host:port"
 
     @classmethod
     def _from(cls, pb: ModuleType, m: Any) -> "SandboxInfo":
@@ -272,7 +274,10 @@ class SandboxInfo:
                    network=_enum_name(pb.NetworkMode, m.network, "NETWORK_MODE_"), labels=dict(m.labels),
                    created_unix_ms=m.created_unix_ms, expires_unix_ms=m.expires_unix_ms,
                    idle_timeout_ms=m.idle_timeout_ms, stop_reason=m.stop_reason, workspace=m.workspace,
-                   hostname=m.hostname, seccomp_profile=m.seccomp_profile)
+                   hostname=m.hostname, seccomp_profile=m.seccomp_profile,
+                   egress={"allow": list(m.egress.allow), "secrets": list(m.egress.secrets),
+                           "transparent": m.egress.transparent},
+                   exposed_ports={p.port: p.host_address for p in m.exposed_ports})
 
 
 @dataclass
@@ -397,9 +402,11 @@ class Stats:
 class Event:
     seq: int
     sandbox_id: str
-    type: str  # CREATED, EXITED, OOM, LIMIT_HIT, TIMEOUT, IDLE_STOPPED, DESTROYED, PAUSED, RESUMED
+    type: str  # CREATED, EXITED, OOM, LIMIT_HIT, TIMEOUT, IDLE_STOPPED, DESTROYED, PAUSED, RESUMED, EGRESS
     message: str
     unix_ms: int
+    # EGRESS: kind, destination, port, address, allowed, reason, bytes_out, bytes_in, secrets
+    egress: Optional[dict[str, Any]] = None
 
 
 @dataclass
@@ -445,7 +452,14 @@ class EventStream:
             if self._cancelled and e.code() == grpc.StatusCode.CANCELLED:
                 raise StopIteration from None
             raise _error(e) from None
-        return Event(m.seq, m.sandbox_id, _enum_name(self._pb.EventType, m.type, "EVENT_TYPE_"), m.message, m.unix_ms)
+        egress = None
+        if m.HasField("egress"):
+            e = m.egress
+            egress = {"kind": e.kind, "destination": e.destination, "port": e.port, "address": e.address,
+                      "allowed": e.allowed, "reason": e.reason, "bytes_out": e.bytes_out, "bytes_in": e.bytes_in,
+                      "secrets": list(e.secrets)}
+        return Event(m.seq, m.sandbox_id, _enum_name(self._pb.EventType, m.type, "EVENT_TYPE_"), m.message, m.unix_ms,
+                     egress)
 
     def cancel(self) -> None:
         self._cancelled = True
@@ -633,8 +647,13 @@ class AirlockClient:
     def create(self, image: str = "", manifest: Union[Manifest, Mapping[str, Any], None] = None,
                limits: Union[Limits, Mapping[str, Any], None] = None, labels: Optional[Mapping[str, str]] = None,
                lifetime_ms: int = 0, idle_timeout_ms: int = 0, *, hostname: str = "", seccomp_profile: str = "",
-               network: str = "") -> "Session":
-        """Builds and starts a sandbox (image default "host"); returns once it runs commands."""
+               network: str = "", egress: Optional[Mapping[str, Any]] = None,
+               expose_ports: Sequence[int] = ()) -> "Session":
+        """Builds and starts a sandbox (image default "host"); returns once it runs commands.
+
+        network="proxy" with egress={"allow": [...], "secrets": [...], "transparent": bool}:
+        out only through the daemon's egress proxy. expose_ports: sandbox ports the
+        daemon forwards from its expose address (see SandboxInfo.exposed_ports)."""
         pb = self._pb
         req = pb.CreateRequest(image=image, lifetime_ms=lifetime_ms, idle_timeout_ms=idle_timeout_ms,
                                hostname=hostname, seccomp_profile=seccomp_profile)
@@ -648,6 +667,14 @@ class AirlockClient:
             req.labels.update(labels)
         if network:
             req.network = pb.NetworkMode.Value("NETWORK_MODE_" + network.upper())
+        if egress is not None:
+            unknown = set(egress) - {"allow", "secrets", "transparent"}
+            if unknown:
+                raise ValueError(f"egress: unknown keys {sorted(unknown)}")
+            req.egress.allow.extend(egress.get("allow", []))
+            req.egress.secrets.extend(egress.get("secrets", []))
+            req.egress.transparent = bool(egress.get("transparent", False))
+        req.expose_ports.extend(expose_ports)
         info = SandboxInfo._from(pb, _call(self._stub.Create, req))
         return Session(self, info)
 
