@@ -26,9 +26,13 @@ constexpr char kProxyUrl[] = "http://127.0.0.1:3128";
 constexpr char kBundleInside[] = "/etc/airlock/ca-bundle.pem";
 constexpr size_t kMaxExposedPorts = 16;
 
-Result<std::string> ReadSmallFile(const std::string& path, const std::string& field) {
+Result<std::string> ReadSmallFile(const std::string& path, const std::string& field, bool secret = false) {
   UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (!fd) return Errno("open", field + " (" + path + ")");
+  struct stat st;
+  if (fstat(fd.get(), &st) < 0) return Errno("stat", field + " (" + path + ")");
+  if (secret && ((st.st_mode & 077) != 0 || st.st_uid != 0))
+    return Fail(field, path + " holds a secret: it must be owned by root and mode 0600");
   std::string out;
   char buf[4096];
   for (;;) {
@@ -80,7 +84,7 @@ Result<EgressConfig> ParseEgressConfig(const nlohmann::json& j) {
         rule.erase("env");
         if (s.contains("value_file")) {
           if (!s["value_file"].is_string()) return Fail("config", sfield + ".value_file: must be a path");
-          std::string v = TRY(ReadSmallFile(s["value_file"].get<std::string>(), sfield + ".value_file"));
+          std::string v = TRY(ReadSmallFile(s["value_file"].get<std::string>(), sfield + ".value_file", true));
           while (!v.empty() && (v.back() == '\n' || v.back() == '\r')) v.pop_back();
           rule.erase("value_file");
           rule["value"] = v;

@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -60,6 +61,12 @@ struct Options {
   mode_t socket_mode = 0600;
   std::string socket_group;
 };
+
+std::string OctalMode(mode_t m) {
+  char buf[8];
+  snprintf(buf, sizeof(buf), "%04o", static_cast<unsigned>(m));
+  return buf;
+}
 
 void ApplyJson(const std::string& file, Options* o) {
   std::ifstream in(file);
@@ -125,6 +132,12 @@ void ApplyJson(const std::string& file, Options* o) {
       need(value.is_number_unsigned(), "a number");
       o->config.warm_pool = value.get<size_t>();
     } else if (key == "egress") {
+      // Secrets written into the config make the file itself a credential.
+      struct stat st;
+      if (value.is_object() && value.contains("secrets") && stat(file.c_str(), &st) == 0 &&
+          ((st.st_mode & 077) != 0 || st.st_uid != 0))
+        Die("config " + file + ": it holds egress.secrets, so it must be owned by root and mode 0600 (it is " +
+            std::to_string(st.st_uid) + ", " + OctalMode(st.st_mode & 07777) + ")");
       auto egress = ParseEgressConfig(value);
       if (!egress) Die("config " + file + ": " + egress.error().Message());
       o->config.egress = std::move(*egress);

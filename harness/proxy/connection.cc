@@ -68,6 +68,30 @@ class TlsAdapter : public Stream {
   TlsStream& s_;
 };
 
+// Writes gathered into records of up to 64 KiB: a response's head, chunks
+// and terminator leave as one TLS record and one segment instead of three
+// (which Nagle and a delayed ACK on the way would hold ~40 ms).
+class Coalescing : public Stream {
+ public:
+  explicit Coalescing(Stream& s) : s_(s) {}
+  Result<size_t> Read(char* buf, size_t n) override { return s_.Read(buf, n); }
+  Result<void> Write(std::string_view data) override {
+    buf_.append(data);
+    if (buf_.size() >= 64 * 1024) return Flush();
+    return {};
+  }
+  Result<void> Flush() {
+    if (buf_.empty()) return {};
+    auto r = s_.Write(buf_);
+    buf_.clear();
+    return r;
+  }
+
+ private:
+  Stream& s_;
+  std::string buf_;
+};
+
 // Buffered reading on a Stream: heads, lines and counted bytes.
 class Reader {
  public:
@@ -315,7 +339,7 @@ class Connection {
     auto addr = Decide(host, req.port);
     if (!addr) return Deny(addr.error().Message());
     if (!client_.Write("HTTP/1.1 200 Connection established\r\n\r\n")) return Deny("client gone", 0);
-    TlsTunnel(host, req.port, *addr);
+    Tunnel(host, req.port, *addr);
   }
 
   // The client's ClientHello, peeked (not consumed): its SNI must be the
@@ -356,11 +380,28 @@ class Connection {
     }
   }
 
-  void TlsTunnel(const std::string& host, uint16_t port, const sockaddr_storage& addr) {
-    if (auto ok = CheckHello(host); !ok) return Deny(ok.error().Message(), 0);
-    if (Intercepts(host, port)) return Intercept(host, port, addr);
+  // A tunnel to an allowed destination. Port 443 and destinations with
+  // secrets bound carry TLS, whose SNI is checked before a byte passes (and
+  // which is intercepted where secrets are injected). Elsewhere whoever
+  // speaks first decides: a client that opens with a TLS record is held to
+  // its SNI the same way; a server that speaks first (SSH, SMTP) or a client
+  // that speaks anything else gets a plain relay.
+  void Tunnel(const std::string& host, uint16_t port, const sockaddr_storage& addr) {
+    const bool tls_only = port == 443 || Intercepts(host, port);
+    if (tls_only) {
+      if (auto ok = CheckHello(host); !ok) return Deny(ok.error().Message(), 0);
+      if (Intercepts(host, port)) return Intercept(host, port, addr);
+    }
     auto up = Dial(addr);
     if (!up) return Deny(up.error().Message(), 0);
+    if (!tls_only) {
+      pollfd p[2] = {{fd_.get(), POLLIN, 0}, {up->get(), POLLIN, 0}};
+      if (poll(p, 2, kHelloTimeoutMs) > 0 && p[0].revents && !p[1].revents) {
+        unsigned char first = 0;
+        if (recv(fd_.get(), &first, 1, MSG_PEEK | MSG_DONTWAIT) == 1 && first == 0x16)
+          if (auto ok = CheckHello(host); !ok) return Deny(ok.error().Message(), 0);
+      }
+    }
     audit_.allowed = true;
     audit_.reason = "tunnel";
     Relay(fd_.get(), up->get(), {}, &audit_.bytes_out, &audit_.bytes_in);
@@ -427,7 +468,9 @@ class Connection {
       if (!upstream.Write(SerializeRequestHead(*req, /*origin_form=*/true))) break;
       if (!ForwardBody(from_client, upstream, *req)) break;
       bool keep = false;
-      if (!ForwardResponse(from_upstream, client, *req, &keep) || !keep) break;
+      Coalescing to_client(client);
+      auto forwarded = ForwardResponse(from_upstream, to_client, *req, &keep);
+      if (!to_client.Flush() || !forwarded || !keep) break;
     }
     tls_client->Shutdown();
     tls_up->Shutdown();
@@ -498,6 +541,7 @@ class Connection {
       for (auto& h : resp.headers) h.value = Redact(ctx_.sandbox->secrets, h.value);
       if (resp.status >= 100 && resp.status < 200) {
         TRY(out.Write(SerializeResponseHead(resp)));
+        if (auto* c = dynamic_cast<Coalescing*>(&out)) TRY(c->Flush());  // the client may wait for it
         continue;
       }
       const bool no_body = req.method == "HEAD" || resp.status == 204 || resp.status == 304;
@@ -563,19 +607,7 @@ class Connection {
       if (Lower(req->host) != name) return Deny("Host " + req->host + " differs from the destination " + name);
       return PlainHttp(*req, in);
     }
-    // TLS on any other port is held to its SNI; other protocols pass only
-    // where no secret is bound (nothing could be injected there anyway).
-    std::string peek(8, '\0');
-    pollfd p{fd_.get(), POLLIN, 0};
-    poll(&p, 1, kHelloTimeoutMs);
-    ssize_t n = recv(fd_.get(), peek.data(), peek.size(), MSG_PEEK | MSG_DONTWAIT);
-    const bool tls = n > 0 && static_cast<unsigned char>(peek[0]) == 0x16;
-    if (tls || open_.port == 443 || Intercepts(name, open_.port)) return TlsTunnel(name, open_.port, *addr);
-    auto up = Dial(*addr);
-    if (!up) return Deny(up.error().Message(), 0);
-    audit_.allowed = true;
-    audit_.reason = "tunnel";
-    Relay(fd_.get(), up->get(), {}, &audit_.bytes_out, &audit_.bytes_in);
+    Tunnel(name, open_.port, *addr);
   }
 
   const ConnContext& ctx_;

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <string>
@@ -19,7 +20,15 @@ Result<UniqueFd> Bound(int type, uint16_t port) {
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0)
     return Errno("bind", what + std::to_string(port));
-  if (type == SOCK_STREAM && listen(fd.get(), 128) < 0) return Errno("listen", what + std::to_string(port));
+  if (type == SOCK_STREAM) {
+    // Accepted connections inherit it: the relay passes on whatever the
+    // proxy wrote as it comes (a TLS flight, then its session tickets), and
+    // Nagle plus the client's delayed ACK would hold the second write ~40 ms.
+    int one = 1;
+    if (setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
+      return Errno("setsockopt TCP_NODELAY", what + std::to_string(port));
+    if (listen(fd.get(), 128) < 0) return Errno("listen", what + std::to_string(port));
+  }
   return fd;
 }
 

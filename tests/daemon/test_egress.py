@@ -127,7 +127,8 @@ def env(base_dir: Path):
             "user": "nobody",
             "upstream_ca_file": str(d / "ca.pem"),
             "resolve": {"api.test": ["127.0.0.1"], "other.test": ["127.0.0.1"], "plain.test": ["127.0.0.1"],
-                        "lo.test": ["127.0.0.1"], "meta.test": ["169.254.169.254"]},
+                        "lo.test": ["127.0.0.1"], "meta.test": ["169.254.169.254"], "priv.test": ["10.0.0.1"],
+                        "mapped.test": ["::ffff:127.0.0.1"]},
             "secrets": {
                 "api": {"value_file": str(secret_file), "env": "API_TOKEN", "hosts": ["api.test"],
                         "header": "Authorization"},
@@ -255,8 +256,19 @@ for root in ("/etc", "/tmp", "/workspace", "/root", "/proc"):
             except Exception:
                 pass
 print("HITS", hits)
+comms = set()
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        comms.add(open("/proc/%s/comm" % pid).read().strip())
+    except OSError:
+        pass
+print("COMMS", sorted(comms))
 """, stdin=SECRET)
     assert "HITS []" in out
+    # Neither the daemon nor the proxy is even visible (its own pid namespace):
+    # no /proc/<pid>/environ or mem of theirs to read, no pid to ptrace.
+    comms = out.split("COMMS", 1)[1]
+    assert "airlock-proxy" not in comms and "airlockd" not in comms, comms
 
 
 # --- the allowed paths -------------------------------------------------------------------------
@@ -298,15 +310,16 @@ def test_host_not_on_the_allowlist(env, box):
     assert "ERR" in out and "403" in out, out
 
 
-def test_loopback_and_metadata_by_name_refused(env):
-    s = env["client"].create(network="proxy", egress={"allow": ["lo.test", "meta.test"]})
+def test_loopback_metadata_private_by_name_refused(env):
+    # Allowed by name, refused by address: nothing is ever dialled.
+    s = env["client"].create(network="proxy", egress={"allow": ["lo.test", "meta.test", "priv.test", "mapped.test"]})
     try:
-        for url in (f"http://lo.test:{env['plain'].port}/", "http://meta.test/latest/meta-data/"):
+        port = env["plain"].port
+        for url, why in ((f"http://lo.test:{port}/", "loopback"), ("http://meta.test/latest/meta-data/", "link-local"),
+                         ("http://priv.test/", "private"), (f"http://mapped.test:{port}/", "loopback")):
             out = py(s, FETCH, URL=url)
-            assert "HTTP 403" in out, out
+            assert "HTTP 403" in out and why in out, (url, out)
         assert env["plain"].idle()
-        assert "loopback" in py(s, FETCH, URL=f"http://lo.test:{env['plain'].port}/")
-        assert "link-local" in py(s, FETCH, URL="http://meta.test/")
     finally:
         s.delete()
 
@@ -581,3 +594,25 @@ fetch(process.env.URL, {headers: {authorization: 'Bearer ' + process.env.API_TOK
     headers = {k.lower(): v for k, v in seen["headers"].items()}
     assert seen["path"] == "/node" and headers["authorization"] == "Bearer " + SECRET
     assert SECRET not in out
+
+
+def test_config_with_secrets_must_be_private(env, base_dir):
+    d = env["dir"]
+    cfg = d / "loose.json"
+    cfg.write_text(json.dumps({"egress": {"secrets": {"x": {"value": "0123456789abcdef", "env": "X",
+                                                              "hosts": ["a.test"], "header": "Authorization"}}}}))
+    os.chmod(cfg, 0o644)
+    r = subprocess.run([str(env["daemon"].binary), "--config", str(cfg), "--socket", str(d / "loose.sock"),
+                        "--state-dir", str(d / "loose-state")], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "mode 0600" in r.stderr, r.stderr
+    assert "0123456789abcdef" not in r.stderr
+    loose_secret = d / "loose.secret"
+    loose_secret.write_text("0123456789abcdef\n")
+    os.chmod(loose_secret, 0o644)
+    cfg.write_text(json.dumps({"egress": {"secrets": {"x": {"value_file": str(loose_secret), "env": "X",
+                                                              "hosts": ["a.test"], "header": "Authorization"}}}}))
+    os.chmod(cfg, 0o600)
+    r = subprocess.run([str(env["daemon"].binary), "--config", str(cfg), "--socket", str(d / "loose.sock"),
+                        "--state-dir", str(d / "loose-state")], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "egress.secrets.x.value_file" in r.stderr, r.stderr
+    assert "0123456789abcdef" not in r.stderr
