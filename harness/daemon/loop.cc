@@ -51,6 +51,7 @@ enum class WatchKind : uint64_t { kWake = 0, kTimer = 1, kChannel = 2, kPidfd = 
 }  // namespace
 
 Result<void> Manager::Start() {
+  CollectSnapshots();
   // The egress proxy first: adopted sandboxes in network mode proxy are
   // handed to it again.
   if (!config_.egress.proxy_binary.empty() && access(config_.egress.proxy_binary.c_str(), X_OK) == 0) {

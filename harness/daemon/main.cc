@@ -131,6 +131,13 @@ void ApplyJson(const std::string& file, Options* o) {
     } else if (key == "warm_pool") {
       need(value.is_number_unsigned(), "a number");
       o->config.warm_pool = value.get<size_t>();
+    } else if (key == "snapshot_keep_last" || key == "snapshot_max_per_sandbox" || key == "snapshot_max_total" ||
+               key == "snapshot_max_bytes") {
+      need(value.is_number_unsigned(), "a number");
+      if (key == "snapshot_keep_last") o->config.snapshot_keep_last = value.get<size_t>();
+      if (key == "snapshot_max_per_sandbox") o->config.snapshot_max_per_sandbox = value.get<size_t>();
+      if (key == "snapshot_max_total") o->config.snapshot_max_total = value.get<size_t>();
+      if (key == "snapshot_max_bytes") o->config.snapshot_max_bytes = value.get<uint64_t>();
     } else if (key == "egress") {
       // Secrets written into the config make the file itself a credential.
       struct stat st;

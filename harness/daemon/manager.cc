@@ -97,8 +97,10 @@ Result<cli::RunImage> Manager::ResolveImage(const std::string& name) {
 }
 
 ApiResult<std::shared_ptr<Live>> Manager::Launch(const Caller& caller, const v1::CreateRequest& request,
-                                                 const std::string& id) {
+                                                 const std::string& id, const std::string& from_snapshot) {
   CreatePlan plan = TRY(PlanCreate(request, config_.allowed_roots, caller.uid, caller.gid));
+  // A snapshot's layer already holds what host_copy entries copied.
+  if (!from_snapshot.empty()) plan.seeds.clear();
   auto image = ResolveImage(plan.image);
   if (!image) return ApiFail(Code::kInvalidArgument, "create.image: " + image.error().Message());
 
@@ -108,6 +110,8 @@ ApiResult<std::shared_ptr<Live>> Manager::Launch(const Caller& caller, const v1:
   for (const auto& b : image->binds) spec.image_binds.push_back({b.source, b.target});
   spec.mounts = plan.mounts;
   spec.seeds = plan.seeds;
+  spec.on_pool = request.snapshots();
+  spec.from_snapshot = from_snapshot;
   spec.hostname = plan.hostname;
   spec.limits = plan.limits;
   spec.seccomp_profile = plan.seccomp_profile;
@@ -181,13 +185,18 @@ ApiResult<std::shared_ptr<Live>> Manager::Launch(const Caller& caller, const v1:
 
 
 ApiResult<v1::Sandbox> Manager::Create(const Caller& caller, const v1::CreateRequest& request) {
+  return CreateSandbox(caller, request, {});
+}
+
+ApiResult<v1::Sandbox> Manager::CreateSandbox(const Caller& caller, const v1::CreateRequest& request,
+                                              const std::string& from_snapshot) {
   {
     std::lock_guard lock(mu_);
     if (live_.size() >= config_.max_sandboxes)
       return ApiFail(Code::kResourceExhausted, "create: the daemon runs its maximum of " +
                                                    std::to_string(config_.max_sandboxes) + " sandboxes");
   }
-  std::shared_ptr<Live> live = TakeWarm(request);
+  std::shared_ptr<Live> live = from_snapshot.empty() ? TakeWarm(request) : nullptr;
   const bool warm = live != nullptr;
   if (warm) {
     // Made for nobody in particular: it becomes the caller's now.
@@ -203,7 +212,7 @@ ApiResult<v1::Sandbox> Manager::Create(const Caller& caller, const v1::CreateReq
     info.set_idle_timeout_ms(request.idle_timeout_ms());
     live->Touch();
   } else {
-    live = TRY(Launch(caller, request, NewSandboxId()));
+    live = TRY(Launch(caller, request, NewSandboxId(), from_snapshot));
   }
   const std::string id = live->id;
   // The loop hears the new init from here on; the manifest's in-sandbox
@@ -230,8 +239,10 @@ ApiResult<v1::Sandbox> Manager::Create(const Caller& caller, const v1::CreateReq
     if (auto kept = keeper_->Put(id, live->sandbox->channel_fd(), live->sandbox->pidfd(), live->sandbox->egress_fd());
         !kept)
       return fail({Code::kInternal, "create: " + kept.error().Message()});
-  if (auto applied = ApplyManifest(*live, request.manifest(), warm || live->workspace_in_image); !applied)
-    return fail(applied.error());
+  // A snapshot's layer holds the manifest's files, users and workspace.
+  if (from_snapshot.empty())
+    if (auto applied = ApplyManifest(*live, request.manifest(), warm || live->workspace_in_image); !applied)
+      return fail(applied.error());
   if (request.egress().transparent())
     if (auto dns = UseRelayDns(*live); !dns) return fail(dns.error());
   if (live->info.hostname() != "sandbox") {
@@ -277,7 +288,7 @@ void Manager::RefillLoop() {
       warm_cv_.wait(lock, [&] { return stopping_ || warm_.size() < config_.warm_pool; });
       if (stopping_) return;
     }
-    auto live = Launch(daemon, common, NewSandboxId());
+    auto live = Launch(daemon, common, NewSandboxId(), {});
     if (live) {
       // Made ready before it is handed out (the workspace, if the image
       // lacks it): the session needs the loop to hear init meanwhile.

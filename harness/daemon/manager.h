@@ -61,6 +61,12 @@ struct DaemonConfig {
   size_t warm_pool = 0;
   bool timings = false;  // log each launch's per-step timings (AIRLOCKD_TIMINGS=1)
   EgressConfig egress;   // network mode proxy (no proxy binary: the mode is refused)
+  // Snapshot retention: each sandbox keeps its newest `keep_last` (0: all);
+  // a snapshot past a quota is refused (RESOURCE_EXHAUSTED).
+  size_t snapshot_keep_last = 0;
+  size_t snapshot_max_per_sandbox = 64;
+  size_t snapshot_max_total = 1024;
+  uint64_t snapshot_max_bytes = 0;  // what all snapshots reference together; 0: no limit
   RuntimePaths paths;
   std::string Database() const { return paths.state_root + "/airlockd.db"; }
 };
@@ -129,6 +135,13 @@ class Manager {
   ApiResult<v1::Sandbox> Resume(const Caller& caller, const std::string& id);
   ApiResult<v1::SandboxStats> Stats(const Caller& caller, const std::string& id);
 
+  // Filesystem snapshots (snapshots.cc).
+  ApiResult<v1::SnapshotInfo> Snapshot(const Caller& caller, const v1::SnapshotRequest& request);
+  std::vector<v1::SnapshotInfo> ListSnapshots(const Caller& caller, const std::string& sandbox_id);
+  ApiResult<v1::SnapshotInfo> DeleteSnapshot(const Caller& caller, const std::string& id);
+  ApiResult<v1::Sandbox> Restore(const Caller& caller, const v1::RestoreRequest& request);
+  ApiResult<std::vector<v1::Sandbox>> Fork(const Caller& caller, const v1::ForkRequest& request);
+
   // Events the caller may see with seq > since; blocks up to `wait_ms` for
   // the first one. Empty on timeout.
   std::vector<v1::Event> WaitEvents(const Caller& caller, const std::string& sandbox_id, uint64_t since,
@@ -156,7 +169,14 @@ class Manager {
   void Append(const EventRow& row);
   void Persist(const std::shared_ptr<Live>& live);
   ApiResult<std::shared_ptr<Live>> Launch(const Caller& caller, const v1::CreateRequest& request,
-                                          const std::string& id);
+                                          const std::string& id, const std::string& from_snapshot);
+  // Create, or (from_snapshot) a sandbox on a writable copy of a snapshot.
+  ApiResult<v1::Sandbox> CreateSandbox(const Caller& caller, const v1::CreateRequest& request,
+                                       const std::string& from_snapshot);
+  Result<storage::Pool*> SnapshotPool();
+  // Deletes pool snapshots no stored snapshot names (a crash between taking
+  // one and recording it, or deleting one); called at start.
+  void CollectSnapshots();
   // An image's layers, pinned for one sandbox. The host image's freshness
   // check (a stat of each allowlisted /etc item, ~0.2 ms) runs at most once
   // a second; stored images are looked up each time.
@@ -173,6 +193,8 @@ class Manager {
   std::unique_ptr<KeeperClient> keeper_;
   NetnsPool netns_pool_{4};
   std::unique_ptr<EgressProxy> egress_;
+  std::mutex snapshot_mu_;  // one snapshot at a time; guards pool_
+  std::optional<storage::Pool> pool_;
 
   std::mutex mu_;  // guards live_, stopped_
   std::map<std::string, std::shared_ptr<Live>> live_;

@@ -87,6 +87,32 @@ class Service final : public v1::Airlock::Service {
     *out = API_TRY(m_->Stats(c, req->id()));
     return Status::OK;
   }
+  Status Snapshot(ServerContext* ctx, const v1::SnapshotRequest* req, v1::SnapshotInfo* out) override {
+    Caller c = API_TRY(Who(ctx));
+    *out = API_TRY(m_->Snapshot(c, *req));
+    return Status::OK;
+  }
+  Status ListSnapshots(ServerContext* ctx, const v1::ListSnapshotsRequest* req,
+                       v1::ListSnapshotsResponse* out) override {
+    Caller c = API_TRY(Who(ctx));
+    for (auto& s : m_->ListSnapshots(c, req->sandbox_id())) *out->add_snapshots() = std::move(s);
+    return Status::OK;
+  }
+  Status DeleteSnapshot(ServerContext* ctx, const v1::SnapshotRef* req, v1::SnapshotInfo* out) override {
+    Caller c = API_TRY(Who(ctx));
+    *out = API_TRY(m_->DeleteSnapshot(c, req->id()));
+    return Status::OK;
+  }
+  Status Restore(ServerContext* ctx, const v1::RestoreRequest* req, v1::Sandbox* out) override {
+    Caller c = API_TRY(Who(ctx));
+    *out = API_TRY(m_->Restore(c, *req));
+    return Status::OK;
+  }
+  Status Fork(ServerContext* ctx, const v1::ForkRequest* req, v1::ForkResponse* out) override {
+    Caller c = API_TRY(Who(ctx));
+    for (auto& s : API_TRY(m_->Fork(c, *req))) *out->add_sandboxes() = std::move(s);
+    return Status::OK;
+  }
   Status Events(ServerContext* ctx, const v1::EventsRequest* req, grpc::ServerWriter<v1::Event>* w) override {
     Caller c = API_TRY(Who(ctx));
     uint64_t since = req->from_start() ? 0 : req->since_seq() ? req->since_seq() : m_->LastEventSeq();

@@ -56,6 +56,10 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
       "CREATE TABLE IF NOT EXISTS events ("
       " seq INTEGER PRIMARY KEY AUTOINCREMENT, sandbox_id TEXT NOT NULL, owner INTEGER NOT NULL,"
       " type INTEGER NOT NULL, message TEXT NOT NULL, unix_ms INTEGER NOT NULL)"));
+  TRY(store->Exec(
+      "CREATE TABLE IF NOT EXISTS snapshots ("
+      " id TEXT PRIMARY KEY, sandbox_id TEXT NOT NULL, owner INTEGER NOT NULL,"
+      " generation INTEGER NOT NULL, info BLOB NOT NULL, request BLOB NOT NULL)"));
   // An event's structured part (an EgressAudit); added to older databases.
   if (!store->Exec("SELECT detail FROM events LIMIT 0"))
     TRY(store->Exec("ALTER TABLE events ADD COLUMN detail BLOB NOT NULL DEFAULT x''"));
@@ -179,6 +183,55 @@ Result<void> Store::TrimEvents(uint64_t keep) {
   st.Int(1, static_cast<int64_t>(keep));
   if (sqlite3_step(st.get()) != SQLITE_DONE) return SqlError(db_, "trim events");
   return {};
+}
+
+}  // namespace airlock::daemon
+
+namespace airlock::daemon {
+
+Result<void> Store::PutSnapshot(const SnapshotRow& r) {
+  std::lock_guard lock(mu_);
+  Statement st(db_,
+               "INSERT OR REPLACE INTO snapshots (id, sandbox_id, owner, generation, info, request) "
+               "VALUES (?, ?, ?, ?, ?, ?)");
+  if (!st.ok()) return SqlError(db_, "prepare");
+  st.Text(1, r.id);
+  st.Text(2, r.sandbox_id);
+  st.Int(3, r.owner);
+  st.Int(4, static_cast<int64_t>(r.generation));
+  st.Blob(5, r.info);
+  st.Blob(6, r.request);
+  if (sqlite3_step(st.get()) != SQLITE_DONE) return SqlError(db_, "store snapshot");
+  return {};
+}
+
+Result<void> Store::DeleteSnapshot(const std::string& id) {
+  std::lock_guard lock(mu_);
+  Statement st(db_, "DELETE FROM snapshots WHERE id = ?");
+  if (!st.ok()) return SqlError(db_, "prepare");
+  st.Text(1, id);
+  if (sqlite3_step(st.get()) != SQLITE_DONE) return SqlError(db_, "delete snapshot");
+  return {};
+}
+
+Result<std::vector<SnapshotRow>> Store::Snapshots() {
+  std::lock_guard lock(mu_);
+  Statement st(db_, "SELECT id, sandbox_id, owner, generation, info, request FROM snapshots ORDER BY rowid");
+  if (!st.ok()) return SqlError(db_, "prepare");
+  std::vector<SnapshotRow> rows;
+  int rc;
+  while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
+    SnapshotRow r;
+    r.id = st.ColumnBytes(0);
+    r.sandbox_id = st.ColumnBytes(1);
+    r.owner = static_cast<uid_t>(sqlite3_column_int64(st.get(), 2));
+    r.generation = static_cast<uint64_t>(sqlite3_column_int64(st.get(), 3));
+    r.info = st.ColumnBytes(4);
+    r.request = st.ColumnBytes(5);
+    rows.push_back(std::move(r));
+  }
+  if (rc != SQLITE_DONE) return SqlError(db_, "read snapshots");
+  return rows;
 }
 
 }  // namespace airlock::daemon

@@ -26,6 +26,15 @@ struct SandboxRow {
   std::string request;  // the serialized airlock.v1.CreateRequest
 };
 
+struct SnapshotRow {
+  std::string id;
+  std::string sandbox_id;
+  uid_t owner = 0;
+  uint64_t generation = 0;  // the layer's when it was taken
+  std::string info;         // a serialized airlock.v1.SnapshotInfo
+  std::string request;      // the source sandbox's serialized CreateRequest
+};
+
 struct EventRow {
   uint64_t seq = 0;
   std::string sandbox_id;
@@ -47,6 +56,10 @@ class Store {
   Result<void> UpdateSandbox(const std::string& id, const std::string& state, const std::string& info);
   Result<void> DeleteSandbox(const std::string& id);
   Result<std::vector<SandboxRow>> Sandboxes();
+  // Snapshots. Written in one statement: a crash leaves the row or not.
+  Result<void> PutSnapshot(const SnapshotRow& row);
+  Result<void> DeleteSnapshot(const std::string& id);
+  Result<std::vector<SnapshotRow>> Snapshots();
   // Appends an event; returns its sequence number.
   Result<uint64_t> AppendEvent(const EventRow& event);
   // Events with seq > since (at most `limit`), oldest first.

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
@@ -161,7 +162,8 @@ class Relay {
     ready_.reserve(kMaxConns);
     // Ids and generations start somewhere new in each relay: answers the
     // proxy still had for a relay that died match nothing here.
-    next_gen_ = static_cast<uint32_t>(NowMs() * 2654435761u) ^ (static_cast<uint32_t>(getpid()) << 16);
+    next_gen_ = static_cast<uint32_t>(static_cast<uint64_t>(NowMs()) * 2654435761u) ^
+                (static_cast<uint32_t>(getpid()) << 16);
   }
 
   bool Watch(int op, int fd, uint32_t events, uint64_t tag) {
@@ -311,6 +313,10 @@ class Relay {
       PortFailed(p->id, errno);
       return Close(slot, false);
     }
+    // Like the accepted sockets (their listeners have it): each splice is
+    // a write of what arrived, and Nagle would hold a small one back.
+    int one = 1;
+    setsockopt(c.inner.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     sockaddr_in to{};
     to.sin_family = AF_INET;
     to.sin_port = htons(static_cast<uint16_t>(p->port));

@@ -380,7 +380,8 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
     return Fail("network", "a sandbox in network mode proxy can't be made checkpointable yet");
 
   t = NowNs();
-  const bool on_pool = spec_.limits.disk_bytes.has_value() || !spec_.seeds.empty();
+  const bool on_pool =
+      spec_.limits.disk_bytes.has_value() || !spec_.seeds.empty() || spec_.on_pool || !spec_.from_snapshot.empty();
   LaunchPlan plan = TRY(BuildLaunchPlan(spec_, on_pool, features.time_namespace));
   plan.child_netns = options.checkpointable;
   plan.init_in_tree = options.checkpointable;
@@ -401,12 +402,18 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
     t = NowNs();
     res_->pool.emplace(TRY(storage::Pool::Open({paths.PoolImage(), paths.PoolMountpoint(), 0})));
     TRY(res_->record->Note("subvolume", spec_.id));
-    subvolume.emplace(TRY(res_->pool->CreateSubvolume(spec_.id, spec_.limits.disk_bytes)));
-    res_->has_subvolume = true;
-    // Canonical ownership: created by host root, so owned by 0 on disk, which
-    // the idmapped mount shows as the sandbox's root.
-    if (mkdirat(subvolume->dir.get(), "upper", 0755) < 0) return Errno("mkdir", subvolume->path + "/upper");
-    if (mkdirat(subvolume->dir.get(), "work", 0700) < 0) return Errno("mkdir", subvolume->path + "/work");
+    if (!spec_.from_snapshot.empty()) {
+      // A snapshot's layer, with canonical ownership: any id range can use it.
+      subvolume.emplace(TRY(res_->pool->CreateSubvolumeFrom(spec_.from_snapshot, spec_.id, spec_.limits.disk_bytes)));
+      res_->has_subvolume = true;
+    } else {
+      subvolume.emplace(TRY(res_->pool->CreateSubvolume(spec_.id, spec_.limits.disk_bytes)));
+      res_->has_subvolume = true;
+      // Canonical ownership: created by host root, so owned by 0 on disk,
+      // which the idmapped mount shows as the sandbox's root.
+      if (mkdirat(subvolume->dir.get(), "upper", 0755) < 0) return Errno("mkdir", subvolume->path + "/upper");
+      if (mkdirat(subvolume->dir.get(), "work", 0700) < 0) return Errno("mkdir", subvolume->path + "/work");
+    }
     if (!spec_.seeds.empty()) {
       // Before the child exists, so the overlay never sees a partial copy.
       UniqueFd upper(openat(subvolume->dir.get(), "upper", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));

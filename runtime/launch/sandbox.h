@@ -171,6 +171,20 @@ class Sandbox {
   Result<uint64_t> ReadDiskUsage() const;
   Result<void> Freeze();
   Result<void> Thaw();
+
+  // Filesystem snapshots of a sandbox whose writable layer is on the pool
+  // (layer_snapshot.cc). The generation: the transaction that last changed
+  // the layer, read after its dirty data is flushed; equal to a snapshot's
+  // means nothing changed since.
+  struct LayerSnapshot {
+    uint64_t generation = 0;  // the layer's, as the snapshot holds it
+    uint64_t flush_ns = 0;    // syncfs while the sandbox runs
+    uint64_t frozen_ns = 0;   // freeze, snapshot, thaw
+  };
+  Result<uint64_t> LayerGeneration() const;
+  // Flushes the layer while the sandbox runs, freezes it, snapshots the layer
+  // read-only as pool snapshot `name`, thaws it (also on failure).
+  Result<LayerSnapshot> SnapshotLayer(const std::string& name);
   // init's pidfd: readable once init has exited (the sandbox is over).
   int pidfd() const { return pidfd_.get(); }
   const SandboxSpec& spec() const { return spec_; }

@@ -89,6 +89,12 @@ struct SandboxSpec {
   std::vector<ImageBind> image_binds;
   std::vector<HostMount> mounts;
   std::vector<SeedCopy> seeds;  // copied into the writable layer, in order
+  // The writable layer on the pool (a subvolume; what snapshots need) even
+  // without a disk limit or seeds.
+  bool on_pool = false;
+  // The writable layer starts as a writable copy of this pool snapshot
+  // (storage::Pool::CreateSubvolumeFrom); implies on_pool, no seeds.
+  std::string from_snapshot;
   ProcessSpec process;
   std::string hostname = "sandbox";
   NetMode net = NetMode::kNone;

@@ -152,6 +152,14 @@ Result<void> ValidateSpec(const SandboxSpec& spec) {
   for (size_t i = 0; i < p.groups.size(); ++i)
     if (p.groups[i] > kMaxIdInside)
       return FieldError("process.groups[" + std::to_string(i) + "]", "must be 0-65535");
+  if (!spec.from_snapshot.empty()) {
+    if (spec.from_snapshot.size() > 64 ||
+        spec.from_snapshot.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
+            std::string::npos ||
+        spec.from_snapshot[0] == '.')
+      return FieldError("from_snapshot", "must be a pool snapshot name (got \"" + spec.from_snapshot + "\")");
+    if (!spec.seeds.empty()) return FieldError("seeds", "not with from_snapshot (the snapshot is the layer)");
+  }
   if (spec.net == NetMode::kProxy) {
     if (spec.egress.proxy_port == 0) return FieldError("egress.proxy_port", "must be 1-65535");
     if (spec.egress.transparent && spec.egress.proxy_port == 53)

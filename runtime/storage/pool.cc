@@ -30,6 +30,7 @@ namespace airlock::storage {
 namespace {
 
 constexpr const char* kSandboxesDir = "sandboxes";
+constexpr const char* kSnapshotsDir = "snapshots";
 constexpr const char* kPoolLabel = "airlock-pool";
 
 bool ValidName(std::string_view s) {
@@ -353,12 +354,62 @@ Result<void> RemoveQgroup(int fd, uint64_t id, const std::string& path) {
                path + " (qgroup 0/" + std::to_string(id) + ")");
 }
 
+// Limits qgroup 0/<id> (referenced and exclusive bytes).
+Result<void> LimitQgroup(int dir, uint64_t id, uint64_t limit_bytes, const std::string& path) {
+  struct btrfs_ioctl_qgroup_limit_args lim;
+  std::memset(&lim, 0, sizeof lim);
+  lim.qgroupid = id;  // level 0: qgroup 0/<id>
+  lim.lim.flags = BTRFS_QGROUP_LIMIT_MAX_RFER | BTRFS_QGROUP_LIMIT_MAX_EXCL;
+  lim.lim.max_rfer = limit_bytes;
+  lim.lim.max_excl = limit_bytes;
+  if (::ioctl(dir, BTRFS_IOC_QGROUP_LIMIT, &lim) != 0)
+    return Errno("BTRFS_IOC_QGROUP_LIMIT",
+                 path + " (qgroup 0/" + std::to_string(id) + ", " + std::to_string(limit_bytes) + " bytes)");
+  return {};
+}
+
+// A snapshot of the subvolume `source` named `name` in `parent`.
+Result<void> SnapCreate(int parent, int source, const std::string& name, bool read_only, const std::string& path) {
+  struct btrfs_ioctl_vol_args_v2 args;
+  std::memset(&args, 0, sizeof args);
+  args.fd = source;
+  args.flags = read_only ? BTRFS_SUBVOL_RDONLY : 0;
+  std::strncpy(args.name, name.c_str(), BTRFS_SUBVOL_NAME_MAX);
+  if (::ioctl(parent, BTRFS_IOC_SNAP_CREATE_V2, &args) != 0) return Errno("BTRFS_IOC_SNAP_CREATE_V2", path);
+  return {};
+}
+
+// Deletes <parent>/<name> and its qgroup; a missing one is fine.
+Result<void> DeleteIn(int parent, const std::string& name, const std::string& path) {
+  uint64_t id = 0;
+  {
+    auto dir = OpenSubvolume(parent, name, path);
+    if (!dir) {
+      if (dir.error().err == ENOENT) return {};
+      return std::unexpected(std::move(dir.error()));
+    }
+    id = TRY(SubvolumeId(dir->get(), path));
+  }  // closed before the destroy: an open fd keeps the dentry busy for nothing
+  TRY(DestroySubvolume(parent, name, id, path));
+  return RemoveQgroup(parent, id, path);
+}
+
 }  // namespace
 
-Pool::Pool(std::string mountpoint, UniqueFd root, UniqueFd sandboxes)
+Result<uint64_t> SubvolumeGeneration(int dir, const std::string& path) {
+  struct btrfs_ioctl_get_subvol_info_args info;
+  std::memset(&info, 0, sizeof info);
+  // 6.18 answers 1 (a search's "not found" for the subvolume's ROOT_BACKREF)
+  // with the info filled in: only a negative answer is a failure.
+  if (::ioctl(dir, BTRFS_IOC_GET_SUBVOL_INFO, &info) < 0) return Errno("BTRFS_IOC_GET_SUBVOL_INFO", path);
+  return static_cast<uint64_t>(info.generation);
+}
+
+Pool::Pool(std::string mountpoint, UniqueFd root, UniqueFd sandboxes, UniqueFd snapshots)
     : mountpoint_(std::move(mountpoint)),
       root_(std::move(root)),
-      sandboxes_(std::move(sandboxes)) {}
+      sandboxes_(std::move(sandboxes)),
+      snapshots_(std::move(snapshots)) {}
 
 Result<Pool> Pool::Open(const PoolConfig& config) {
   constexpr const char* kOp = "open pool";
@@ -416,7 +467,13 @@ Result<Pool> Pool::Open(const PoolConfig& config) {
   UniqueFd sandboxes(::openat(root.get(), kSandboxesDir,
                               O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!sandboxes) return Errno("open", sandboxes_path);
-  return Pool(config.mountpoint, std::move(root), std::move(sandboxes));
+  std::string snapshots_path = config.mountpoint + "/" + kSnapshotsDir;
+  if (::mkdirat(root.get(), kSnapshotsDir, 0700) != 0 && errno != EEXIST)
+    return Errno("mkdir", snapshots_path);
+  UniqueFd snapshots(::openat(root.get(), kSnapshotsDir,
+                              O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!snapshots) return Errno("open", snapshots_path);
+  return Pool(config.mountpoint, std::move(root), std::move(sandboxes), std::move(snapshots));
 }
 
 Result<Subvolume> Pool::CreateSubvolume(const std::string& name,
@@ -440,18 +497,7 @@ Result<Subvolume> Pool::CreateSubvolume(const std::string& name,
     if (::fchown(dir.get(), 0, 0) != 0) return Errno("fchown 0:0", path);
     if (::fchmod(dir.get(), 0755) != 0) return Errno("fchmod 0755", path);
     uint64_t id = TRY(SubvolumeId(dir.get(), path));
-    if (limit_bytes) {
-      struct btrfs_ioctl_qgroup_limit_args lim;
-      std::memset(&lim, 0, sizeof lim);
-      lim.qgroupid = id;  // level 0: qgroup 0/<id>
-      lim.lim.flags = BTRFS_QGROUP_LIMIT_MAX_RFER | BTRFS_QGROUP_LIMIT_MAX_EXCL;
-      lim.lim.max_rfer = *limit_bytes;
-      lim.lim.max_excl = *limit_bytes;
-      if (::ioctl(dir.get(), BTRFS_IOC_QGROUP_LIMIT, &lim) != 0)
-        return Errno("BTRFS_IOC_QGROUP_LIMIT",
-                     path + " (qgroup 0/" + std::to_string(id) + ", " +
-                         std::to_string(*limit_bytes) + " bytes)");
-    }
+    if (limit_bytes) TRY(LimitQgroup(dir.get(), id, *limit_bytes, path));
     return Subvolume{path, std::move(dir), id};
   };
   auto result = finish();
@@ -460,26 +506,59 @@ Result<Subvolume> Pool::CreateSubvolume(const std::string& name,
 }
 
 Result<void> Pool::DeleteSubvolume(const std::string& name) {
-  constexpr const char* kOp = "delete subvolume";
-  TRY(CheckName(kOp, name));
-  std::string path = mountpoint_ + "/" + kSandboxesDir + "/" + name;
-  uint64_t id = 0;
-  {
-    auto dir = OpenSubvolume(sandboxes_.get(), name, path);
-    if (!dir) {
-      if (dir.error().err == ENOENT) return {};
-      return std::unexpected(std::move(dir.error()));
-    }
-    id = TRY(SubvolumeId(dir->get(), path));
-  }  // closed before the destroy: an open fd keeps the dentry busy for nothing
-  TRY(DestroySubvolume(sandboxes_.get(), name, id, path));
-  return RemoveQgroup(sandboxes_.get(), id, path);
+  TRY(CheckName("delete subvolume", name));
+  return DeleteIn(sandboxes_.get(), name, mountpoint_ + "/" + kSandboxesDir + "/" + name);
 }
 
-std::vector<std::string> Pool::ListSubvolumes() const {
+Result<Subvolume> Pool::SnapshotReadOnly(int source_dir, const std::string& source_path, const std::string& name) {
+  TRY(CheckName("snapshot", name));
+  std::string path = mountpoint_ + "/" + kSnapshotsDir + "/" + name;
+  TRY(SnapCreate(snapshots_.get(), source_dir, name, /*read_only=*/true, source_path + " -> " + path));
+  auto opened = [&]() -> Result<Subvolume> {
+    UniqueFd dir = TRY(OpenSubvolume(snapshots_.get(), name, path));
+    uint64_t id = TRY(SubvolumeId(dir.get(), path));
+    return Subvolume{path, std::move(dir), id};
+  }();
+  if (!opened) (void)DeleteSnapshot(name);
+  return opened;
+}
+
+Result<Subvolume> Pool::CreateSubvolumeFrom(const std::string& snapshot, const std::string& name,
+                                            std::optional<uint64_t> limit_bytes) {
+  TRY(CheckName("restore snapshot", snapshot));
+  TRY(CheckName("restore snapshot", name));
+  if (limit_bytes && *limit_bytes == 0) return Fail("restore snapshot", "limit_bytes: must be > 0");
+  std::string from = mountpoint_ + "/" + kSnapshotsDir + "/" + snapshot;
+  std::string path = mountpoint_ + "/" + kSandboxesDir + "/" + name;
+  UniqueFd source = TRY(OpenSubvolume(snapshots_.get(), snapshot, from));
+  TRY(SnapCreate(sandboxes_.get(), source.get(), name, /*read_only=*/false, from + " -> " + path));
+  auto made = [&]() -> Result<Subvolume> {
+    UniqueFd dir = TRY(OpenSubvolume(sandboxes_.get(), name, path));
+    uint64_t id = TRY(SubvolumeId(dir.get(), path));
+    if (limit_bytes) TRY(LimitQgroup(dir.get(), id, *limit_bytes, path));
+    return Subvolume{path, std::move(dir), id};
+  }();
+  if (!made) (void)DeleteSubvolume(name);
+  return made;
+}
+
+Result<UniqueFd> Pool::OpenSubvolumeDir(const std::string& name) const {
+  TRY(CheckName("open subvolume", name));
+  return OpenSubvolume(sandboxes_.get(), name, mountpoint_ + "/" + kSandboxesDir + "/" + name);
+}
+
+Result<void> Pool::DeleteSnapshot(const std::string& name) {
+  TRY(CheckName("delete snapshot", name));
+  return DeleteIn(snapshots_.get(), name, mountpoint_ + "/" + kSnapshotsDir + "/" + name);
+}
+
+std::vector<std::string> Pool::ListSubvolumes() const { return List(sandboxes_.get()); }
+std::vector<std::string> Pool::ListSnapshots() const { return List(snapshots_.get()); }
+
+std::vector<std::string> Pool::List(int parent) const {
   std::vector<std::string> names;
   // A fresh fd: readdir's position lives in the open file, and this is const.
-  int fd = ::openat(sandboxes_.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int fd = ::openat(parent, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return names;
   DIR* dir = ::fdopendir(fd);
   if (!dir) {
@@ -501,8 +580,16 @@ std::vector<std::string> Pool::ListSubvolumes() const {
 }
 
 Result<uint64_t> Pool::SubvolumeUsage(const std::string& name) const {
-  const std::string path = mountpoint_ + "/sandboxes/" + name;
-  UniqueFd fd = TRY(OpenSubvolume(sandboxes_.get(), name, path));
+  return Usage(sandboxes_.get(), kSandboxesDir, name);
+}
+
+Result<uint64_t> Pool::SnapshotUsage(const std::string& name) const {
+  return Usage(snapshots_.get(), kSnapshotsDir, name);
+}
+
+Result<uint64_t> Pool::Usage(int parent, const std::string& dir, const std::string& name) const {
+  const std::string path = mountpoint_ + "/" + dir + "/" + name;
+  UniqueFd fd = TRY(OpenSubvolume(parent, name, path));
   const uint64_t id = TRY(SubvolumeId(fd.get(), path));
   // The quota tree's BTRFS_QGROUP_INFO_KEY item for 0/<id>: {generation,
   // rfer, rfer_cmpr, excl, excl_cmpr}, little-endian u64s.

@@ -78,6 +78,28 @@ class Pool {
   // subvolumes with valid names are left out.
   std::vector<std::string> ListSubvolumes() const;
 
+  // Snapshots. A filesystem snapshot of a sandbox is a read-only snapshot
+  // of its subvolume under <mountpoint>/snapshots/<name>; a restore or fork
+  // is a writable snapshot of that, made as a sandbox's subvolume. btrfs
+  // shares their extents copy-on-write: the cost is independent of the
+  // data's size, and deleting any of them never breaks another.
+
+  // Snapshots the subvolume whose root is `source_dir` as snapshots/<name>,
+  // read-only. An existing name is EEXIST; nothing is left on failure.
+  Result<Subvolume> SnapshotReadOnly(int source_dir, const std::string& source_path, const std::string& name);
+  // Makes sandboxes/<name> a writable snapshot of snapshots/<snapshot>,
+  // owned and limited as CreateSubvolume makes them.
+  Result<Subvolume> CreateSubvolumeFrom(const std::string& snapshot, const std::string& name,
+                                        std::optional<uint64_t> limit_bytes);
+  // An O_DIRECTORY fd of sandboxes/<name>'s root (checked to be a subvolume).
+  Result<UniqueFd> OpenSubvolumeDir(const std::string& name) const;
+  // Deletes snapshots/<name> (and its qgroup); a missing one is fine.
+  Result<void> DeleteSnapshot(const std::string& name);
+  // Bytes snapshots/<name> references (its level-0 qgroup).
+  Result<uint64_t> SnapshotUsage(const std::string& name) const;
+  // Names of the snapshots, sorted.
+  std::vector<std::string> ListSnapshots() const;
+
   // The pool's mountpoint, as configured.
   const std::string& mountpoint() const { return mountpoint_; }
 
@@ -86,11 +108,19 @@ class Pool {
   int sandboxes_fd() const { return sandboxes_.get(); }
 
  private:
-  Pool(std::string mountpoint, UniqueFd root, UniqueFd sandboxes);
+  Pool(std::string mountpoint, UniqueFd root, UniqueFd sandboxes, UniqueFd snapshots);
+  Result<uint64_t> Usage(int parent, const std::string& dir, const std::string& name) const;
+  std::vector<std::string> List(int parent) const;
 
   std::string mountpoint_;
   UniqueFd root_;       // the pool's root directory
   UniqueFd sandboxes_;  // <root>/sandboxes
+  UniqueFd snapshots_;  // <root>/snapshots
 };
+
+// The transaction that last changed the subvolume whose root is `dir`
+// (BTRFS_IOC_GET_SUBVOL_INFO): equal before and after means nothing in it
+// changed in between (once its dirty data was flushed).
+Result<uint64_t> SubvolumeGeneration(int dir, const std::string& path);
 
 }  // namespace airlock::storage

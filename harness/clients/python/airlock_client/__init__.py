@@ -36,6 +36,7 @@ from .client import (
     PtyProcess,
     SandboxInfo,
     Session,
+    SnapshotInfo,
     Stats,
     Unavailable,
     Unimplemented,
@@ -49,5 +50,5 @@ __all__ = [
     "AirlockError", "InvalidArgument", "NotFound", "AlreadyExists", "PermissionDenied", "FailedPrecondition",
     "Unimplemented", "Unavailable", "Limits", "Manifest", "ManifestEntry", "User", "SandboxInfo", "ExitStatus",
     "ExecResult", "OutputChunk", "BackgroundProcess", "PtyProcess", "ProcessStatus", "ProcessOutput", "FileInfo",
-    "Stats", "Event", "Version",
+    "Stats", "Event", "Version", "SnapshotInfo",
 ]

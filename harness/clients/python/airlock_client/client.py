@@ -281,6 +281,26 @@ class SandboxInfo:
 
 
 @dataclass
+class SnapshotInfo:
+    id: str
+    sandbox_id: str
+    owner_uid: int
+    created_unix_ms: int
+    bytes: int
+    reused: bool  # nothing had changed: the previous snapshot again
+    flush_us: int
+    frozen_us: int
+    contents: str
+    labels: dict[str, str]
+    image: str
+
+    @classmethod
+    def _from(cls, m: Any) -> "SnapshotInfo":
+        return cls(m.id, m.sandbox_id, m.owner_uid, m.created_unix_ms, m.bytes, m.reused, m.flush_us, m.frozen_us,
+                   m.contents, dict(m.labels), m.image)
+
+
+@dataclass
 class ExitStatus:
     code: int = 0
     signal: int = 0  # the signal that ended it; 0 if it exited
@@ -648,7 +668,7 @@ class AirlockClient:
                limits: Union[Limits, Mapping[str, Any], None] = None, labels: Optional[Mapping[str, str]] = None,
                lifetime_ms: int = 0, idle_timeout_ms: int = 0, *, hostname: str = "", seccomp_profile: str = "",
                network: str = "", egress: Optional[Mapping[str, Any]] = None,
-               expose_ports: Sequence[int] = ()) -> "Session":
+               expose_ports: Sequence[int] = (), snapshots: bool = False) -> "Session":
         """Builds and starts a sandbox (image default "host"); returns once it runs commands.
 
         network="proxy" with egress={"allow": [...], "secrets": [...], "transparent": bool}:
@@ -675,6 +695,7 @@ class AirlockClient:
             req.egress.secrets.extend(egress.get("secrets", []))
             req.egress.transparent = bool(egress.get("transparent", False))
         req.expose_ports.extend(expose_ports)
+        req.snapshots = snapshots
         info = SandboxInfo._from(pb, _call(self._stub.Create, req))
         return Session(self, info)
 
@@ -708,6 +729,35 @@ class AirlockClient:
     def version(self) -> Version:
         v = _call(self._stub.Version, self._pb.Empty())
         return Version(v.version, v.init_protocol)
+
+    # Filesystem snapshots (sandboxes created with snapshots=True or a disk limit).
+    def snapshot(self, sandbox_id: str, labels: Optional[Mapping[str, str]] = None, keep_last: int = 0) -> SnapshotInfo:
+        """keep_last: keep only the sandbox's newest N snapshots (0: the daemon's default)."""
+        req = self._pb.SnapshotRequest(sandbox_id=sandbox_id, keep_last=keep_last)
+        if labels:
+            req.labels.update(labels)
+        return SnapshotInfo._from(_call(self._stub.Snapshot, req))
+
+    def list_snapshots(self, sandbox_id: str = "") -> list[SnapshotInfo]:
+        r = _call(self._stub.ListSnapshots, self._pb.ListSnapshotsRequest(sandbox_id=sandbox_id))
+        return [SnapshotInfo._from(s) for s in r.snapshots]
+
+    def delete_snapshot(self, snapshot_id: str) -> SnapshotInfo:
+        return SnapshotInfo._from(_call(self._stub.DeleteSnapshot, self._pb.SnapshotRef(id=snapshot_id)))
+
+    def restore(self, snapshot_id: str, labels: Optional[Mapping[str, str]] = None) -> "Session":
+        """A new sandbox on a writable copy of the snapshot (the source's image, limits and network)."""
+        req = self._pb.RestoreRequest(snapshot_id=snapshot_id)
+        if labels:
+            req.labels.update(labels)
+        return Session(self, SandboxInfo._from(self._pb, _call(self._stub.Restore, req)))
+
+    def fork(self, snapshot_id: str, count: int, labels: Optional[Mapping[str, str]] = None) -> list["Session"]:
+        req = self._pb.ForkRequest(snapshot_id=snapshot_id, count=count)
+        if labels:
+            req.labels.update(labels)
+        r = _call(self._stub.Fork, req)
+        return [Session(self, SandboxInfo._from(self._pb, m)) for m in r.sandboxes]
 
 
 class Session:
@@ -752,6 +802,9 @@ class Session:
     def resume(self) -> SandboxInfo:
         self.info = SandboxInfo._from(self._pb, _call(self._stub.Resume, self._pb.SandboxRef(id=self.id)))
         return self.info
+
+    def snapshot(self, labels: Optional[Mapping[str, str]] = None, keep_last: int = 0) -> SnapshotInfo:
+        return self.client.snapshot(self.id, labels, keep_last)
 
     def stats(self) -> Stats:
         s = _call(self._stub.Stats, self._pb.SandboxRef(id=self.id))

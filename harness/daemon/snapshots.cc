@@ -1,0 +1,232 @@
+// Filesystem snapshots: taken of a running sandbox's writable layer on the
+// pool, kept independently of it (a snapshot outlives its sandbox), and the
+// source of fresh sandboxes (Restore, Fork) built on writable copies of it.
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <set>
+
+#include "harness/daemon/files.h"
+#include "harness/daemon/manager.h"
+
+namespace airlock::daemon {
+
+namespace {
+
+constexpr uint32_t kMaxFork = 32;
+constexpr char kContents[] =
+    "the sandbox's writable layer (the workspace included); not the output directories bound to the host, "
+    "nor its processes";
+
+std::string RandomHex(size_t bytes) {
+  unsigned char buf[16];
+  if (getrandom(buf, bytes, 0) != static_cast<ssize_t>(bytes)) return {};
+  std::string out;
+  char hex[3];
+  for (size_t i = 0; i < bytes; ++i) {
+    snprintf(hex, sizeof(hex), "%02x", buf[i]);
+    out += hex;
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<storage::Pool*> Manager::SnapshotPool() {
+  // Called with snapshot_mu_ held.
+  if (!pool_) pool_.emplace(TRY(storage::Pool::Open({config_.paths.PoolImage(), config_.paths.PoolMountpoint(), 0})));
+  return &*pool_;
+}
+
+ApiResult<v1::SnapshotInfo> Manager::Snapshot(const Caller& caller, const v1::SnapshotRequest& request) {
+  auto live = TRY(Find(caller, request.sandbox_id()));
+  live->Touch();
+  std::lock_guard lock(snapshot_mu_);
+  storage::Pool* pool = nullptr;
+  if (auto p = SnapshotPool(); p) pool = *p;
+  else return FromError(p.error(), "snapshot");
+  auto generation = live->sandbox->LayerGeneration();
+  if (!generation)
+    return ApiFail(Code::kFailedPrecondition,
+                   "snapshot: sandbox " + live->id + " keeps its writable layer in memory: create it with snapshots "
+                   "(or a disk limit) to take snapshots of it (" + generation.error().Message() + ")");
+  // Nothing changed since its last snapshot: that one again.
+  auto rows = store_->Snapshots();
+  if (!rows) return FromError(rows.error(), "snapshot");
+  for (auto it = rows->rbegin(); it != rows->rend(); ++it) {
+    if (it->sandbox_id != live->id) continue;
+    if (it->generation == *generation) {
+      v1::SnapshotInfo info;
+      info.ParseFromString(it->info);
+      info.set_reused(true);
+      info.set_flush_us(0);
+      info.set_frozen_us(0);
+      return info;
+    }
+    break;  // only the latest counts
+  }
+  // Quotas, counted after what keep-last would drop.
+  const size_t keep = request.keep_last() ? request.keep_last() : config_.snapshot_keep_last;
+  std::vector<std::string> mine;
+  size_t total = rows->size();
+  uint64_t bytes = 0;
+  for (const auto& r : *rows) {
+    if (r.sandbox_id == live->id) mine.push_back(r.id);
+    v1::SnapshotInfo i;
+    if (i.ParseFromString(r.info)) bytes += i.bytes();
+  }
+  const size_t dropped = keep && mine.size() + 1 > keep ? mine.size() + 1 - keep : 0;
+  if (mine.size() + 1 - dropped > config_.snapshot_max_per_sandbox)
+    return ApiFail(Code::kResourceExhausted, "snapshot: sandbox " + live->id + " has " + std::to_string(mine.size()) +
+                                                 " snapshots, the most one may keep (snapshot_max_per_sandbox " +
+                                                 std::to_string(config_.snapshot_max_per_sandbox) +
+                                                 "); delete some or set keep_last");
+  if (total + 1 - dropped > config_.snapshot_max_total)
+    return ApiFail(Code::kResourceExhausted, "snapshot: the daemon holds " + std::to_string(total) +
+                                                 " snapshots (snapshot_max_total)");
+  if (config_.snapshot_max_bytes && bytes >= config_.snapshot_max_bytes)
+    return ApiFail(Code::kResourceExhausted, "snapshot: snapshots reference " + std::to_string(bytes) +
+                                                 " bytes, the daemon's snapshot_max_bytes");
+  const std::string id = "snap-" + RandomHex(8);
+  auto taken = live->sandbox->SnapshotLayer(id);
+  if (!taken) return FromError(taken.error(), "snapshot");
+  v1::SnapshotInfo info;
+  info.set_id(id);
+  info.set_sandbox_id(live->id);
+  info.set_owner_uid(live->owner);
+  info.set_created_unix_ms(NowUnixMs());
+  info.set_flush_us(taken->flush_ns / 1000);
+  info.set_frozen_us(taken->frozen_ns / 1000);
+  info.set_contents(kContents);
+  *info.mutable_labels() = request.labels();
+  {
+    std::lock_guard l(live->mu);
+    info.set_image(live->info.image());
+  }
+  if (auto bytes = pool->SnapshotUsage(id)) info.set_bytes(*bytes);
+  std::string source_request;
+  if (auto row = store_->Sandboxes()) {
+    for (const auto& r : *row)
+      if (r.id == live->id) source_request = r.request;
+  }
+  // The row is what makes it exist for the API: written in one statement
+  // after the snapshot is complete. A crash in between leaves an orphan
+  // subvolume, never a row without its data.
+  SnapshotRow row{id, live->id, live->owner, taken->generation, info.SerializeAsString(), source_request};
+  if (auto put = store_->PutSnapshot(row); !put) {
+    (void)pool->DeleteSnapshot(id);
+    return FromError(put.error(), "snapshot");
+  }
+  Emit(live->id, live->owner, v1::EVENT_TYPE_SNAPSHOT, id);
+  // Keep-last: the oldest go (rows are in the order they were taken).
+  for (size_t i = 0; i < dropped && i < mine.size(); ++i) {
+    if (auto del = store_->DeleteSnapshot(mine[i]); !del) continue;
+    if (auto del = pool->DeleteSnapshot(mine[i]); !del)
+      fprintf(stderr, "airlockd: snapshot %s: %s (left for collection)\n", mine[i].c_str(), del.error().Message().c_str());
+  }
+  return info;
+}
+
+void Manager::CollectSnapshots() {
+  std::lock_guard lock(snapshot_mu_);
+  auto rows = store_->Snapshots();
+  if (!rows) return;
+  // No pool yet: nothing to collect (and not the moment to make one).
+  if (access(config_.paths.PoolImage().c_str(), F_OK) != 0) return;
+  auto pool = SnapshotPool();
+  if (!pool) return;
+  std::set<std::string> known;
+  for (const auto& r : *rows) known.insert(r.id);
+  for (const auto& name : (*pool)->ListSnapshots()) {
+    if (known.count(name) || name.rfind("snap-", 0) != 0) continue;
+    if (auto del = (*pool)->DeleteSnapshot(name); del)
+      fprintf(stderr, "airlockd: collected snapshot %s (no record of it)\n", name.c_str());
+  }
+}
+
+std::vector<v1::SnapshotInfo> Manager::ListSnapshots(const Caller& caller, const std::string& sandbox_id) {
+  std::vector<v1::SnapshotInfo> out;
+  auto rows = store_->Snapshots();
+  if (!rows) return out;
+  for (const auto& r : *rows) {
+    if (!caller.root() && r.owner != caller.uid) continue;
+    if (!sandbox_id.empty() && r.sandbox_id != sandbox_id) continue;
+    v1::SnapshotInfo info;
+    if (info.ParseFromString(r.info)) out.push_back(std::move(info));
+  }
+  return out;
+}
+
+namespace {
+
+// The caller's snapshot `id`: NOT_FOUND for other owners' too.
+ApiResult<SnapshotRow> FindSnapshot(Store& store, const Caller& caller, const std::string& id) {
+  auto rows = store.Snapshots();
+  if (!rows) return FromError(rows.error(), "snapshot");
+  for (auto& r : *rows)
+    if (r.id == id && (caller.root() || r.owner == caller.uid)) return std::move(r);
+  return ApiFail(Code::kNotFound, "no snapshot " + id);
+}
+
+}  // namespace
+
+ApiResult<v1::SnapshotInfo> Manager::DeleteSnapshot(const Caller& caller, const std::string& id) {
+  SnapshotRow row = TRY(FindSnapshot(*store_, caller, id));
+  std::lock_guard lock(snapshot_mu_);
+  auto pool = SnapshotPool();
+  if (!pool) return FromError(pool.error(), "delete snapshot");
+  // The row first: a crash after it leaves an orphan subvolume to collect,
+  // never a listed snapshot whose data is gone. Sandboxes restored from it
+  // hold their own copy-on-write copies and don't notice.
+  if (auto del = store_->DeleteSnapshot(id); !del) return FromError(del.error(), "delete snapshot");
+  if (auto del = (*pool)->DeleteSnapshot(id); !del)
+    fprintf(stderr, "airlockd: snapshot %s: %s (left for collection)\n", id.c_str(), del.error().Message().c_str());
+  v1::SnapshotInfo info;
+  info.ParseFromString(row.info);
+  return info;
+}
+
+ApiResult<v1::Sandbox> Manager::Restore(const Caller& caller, const v1::RestoreRequest& request) {
+  SnapshotRow row = TRY(FindSnapshot(*store_, caller, request.snapshot_id()));
+  v1::CreateRequest create;
+  if (row.request.empty() || !create.ParseFromString(row.request))
+    return ApiFail(Code::kFailedPrecondition, "restore: snapshot " + row.id + " has no record of its sandbox's shape");
+  // The source's shape (image, limits, network, manifest's binds and
+  // environment) on the snapshot's layer; labels are the caller's.
+  create.clear_labels();
+  *create.mutable_labels() = request.labels();
+  create.set_snapshots(true);
+  return CreateSandbox(caller, create, row.id);
+}
+
+ApiResult<std::vector<v1::Sandbox>> Manager::Fork(const Caller& caller, const v1::ForkRequest& request) {
+  if (request.count() < 1 || request.count() > kMaxFork)
+    return BadField("fork.count", "must be 1-" + std::to_string(kMaxFork) + " (got " + std::to_string(request.count()) + ")");
+  std::vector<v1::Sandbox> made;
+  auto undo = [&](const ApiError& e) -> ApiResult<std::vector<v1::Sandbox>> {
+    for (const auto& s : made) (void)Destroy(caller, s.id());
+    return std::unexpected(e);
+  };
+  for (uint32_t i = 0; i < request.count(); ++i) {
+    v1::RestoreRequest r;
+    r.set_snapshot_id(request.snapshot_id());
+    *r.mutable_labels() = request.labels();
+    auto sandbox = Restore(caller, r);
+    if (!sandbox) return undo(sandbox.error());
+    made.push_back(*sandbox);
+    // Its own identity: a machine-id of its own (the id range and the
+    // sandbox id already are).
+    auto live = Find(caller, sandbox->id());
+    if (!live) return undo(live.error());
+    proto::FileOpRequest w;
+    w.op = proto::FileOp::kWrite;
+    w.path = "/etc/machine-id";
+    w.flags = proto::kWriteAtomic;
+    if (auto wrote = FileOpFromString(**live, w, RandomHex(16) + "\n", "fork: /etc/machine-id"); !wrote)
+      return undo(wrote.error());
+  }
+  return made;
+}
+
+}  // namespace airlock::daemon

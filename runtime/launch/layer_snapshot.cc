@@ -1,0 +1,60 @@
+// Filesystem snapshots of a running sandbox's writable layer (a pool
+// subvolume holding the overlay's upper and work directories).
+#include <unistd.h>
+
+#include "runtime/launch/internal.h"
+#include "runtime/launch/sandbox.h"
+
+namespace airlock {
+
+namespace {
+
+uint64_t Now() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+}  // namespace
+
+Result<uint64_t> Sandbox::LayerGeneration() const {
+  if (!res_ || !res_->pool || !res_->has_subvolume)
+    return Fail("snapshot", "sandbox " + spec_.id + "'s writable layer is not on the pool");
+  UniqueFd dir = TRY(res_->pool->OpenSubvolumeDir(spec_.id));
+  // Dirty data counts only once it is written: flush it first (the whole
+  // pool's, which syncfs can't narrow).
+  if (syncfs(dir.get()) < 0) return Errno("syncfs", "sandbox " + spec_.id + "'s writable layer");
+  return storage::SubvolumeGeneration(dir.get(), "sandbox " + spec_.id + "'s writable layer");
+}
+
+Result<Sandbox::LayerSnapshot> Sandbox::SnapshotLayer(const std::string& name) {
+  if (!res_ || !res_->pool || !res_->has_subvolume)
+    return Fail("snapshot", "sandbox " + spec_.id + "'s writable layer is not on the pool");
+  UniqueFd dir = TRY(res_->pool->OpenSubvolumeDir(spec_.id));
+  const std::string what = "sandbox " + spec_.id + "'s writable layer";
+  LayerSnapshot out;
+  // The bulk of the flush happens while the sandbox runs; the snapshot's own
+  // flush (inside the ioctl, frozen) only catches what came since.
+  uint64_t t = Now();
+  if (syncfs(dir.get()) < 0) return Errno("syncfs", what);
+  out.flush_ns = Now() - t;
+  t = Now();
+  TRY(Freeze());
+  auto taken = [&]() -> Result<uint64_t> {
+    auto snap = TRY(res_->pool->SnapshotReadOnly(dir.get(), what, name));
+    (void)snap;
+    // Read while still frozen: a write after the thaw moves it on.
+    return storage::SubvolumeGeneration(dir.get(), what);
+  }();
+  auto thawed = Thaw();
+  out.frozen_ns = Now() - t;
+  if (!taken) {
+    (void)res_->pool->DeleteSnapshot(name);
+    return std::unexpected(taken.error());
+  }
+  if (!thawed) return std::unexpected(thawed.error());
+  out.generation = *taken;
+  return out;
+}
+
+}  // namespace airlock
