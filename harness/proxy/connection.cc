@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "harness/proxy/http.h"
@@ -346,12 +347,11 @@ class Connection {
   // destination's name (or absent); anything but TLS is refused.
   Result<void> CheckHello(const std::string& host) {
     std::string peeked(16384, '\0');
-    const uint64_t deadline_ms = kHelloTimeoutMs;
-    uint64_t waited = 0;
-    size_t have = 0;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kHelloTimeoutMs);
     for (;;) {
       ssize_t n = recv(fd_.get(), peeked.data(), peeked.size(), MSG_PEEK | MSG_DONTWAIT);
       if (n == 0) return Fail("tls", "the client closed before its ClientHello");
+      if (n < 0 && errno != EAGAIN && errno != EINTR) return Errno("recv", "ClientHello");
       if (n > 0) {
         auto hello = ParseClientHelloSni(std::string_view(peeked.data(), static_cast<size_t>(n)));
         if (hello.status == ClientHelloSni::Status::kComplete) {
@@ -366,17 +366,16 @@ class Connection {
         if (hello.status == ClientHelloSni::Status::kMalformed)
           return Fail("tls", "malformed ClientHello: " + hello.error);
         if (static_cast<size_t>(n) == peeked.size()) return Fail("tls", "ClientHello larger than 16 KiB");
-        if (static_cast<size_t>(n) == have) {
-          // Nothing new yet: wait.
-        }
-        have = static_cast<size_t>(n);
-      } else if (errno != EAGAIN && errno != EINTR) {
-        return Errno("recv", "ClientHello");
       }
-      if (waited >= deadline_ms) return Fail("tls", "no ClientHello within 10 s");
-      pollfd p{fd_.get(), POLLIN, 0};
-      poll(&p, 1, 50);
-      waited += 50;
+      if (std::chrono::steady_clock::now() >= deadline) return Fail("tls", "no whole ClientHello within 10 s");
+      if (n > 0) {
+        // Part of it is there, and stays readable while peeked: poll can't
+        // say when more comes. A ClientHello split across segments is rare.
+        usleep(1000);
+      } else {
+        pollfd p{fd_.get(), POLLIN, 0};
+        poll(&p, 1, kHelloTimeoutMs);
+      }
     }
   }
 
@@ -451,18 +450,24 @@ class Connection {
       if (!head || head->empty()) break;
       audit_.bytes_out += head->size();
       auto req = ParseRequestHead(*head, {.allow_origin_form = true, .tls = true});
-      if (!req) return Deny(req.error().Message(), 0), Respond(client, 400, req.error().Message());
-      if (Lower(req->host) != host || req->port != port)
-        return Deny("request for " + req->host + " inside a tunnel to " + host, 0),
-               Respond(client, 403, "request for another host inside the tunnel");
+      if (!req) {
+        Respond(client, 400, req.error().Message());
+        return Deny(req.error().Message(), 0);
+      }
+      if (Lower(req->host) != host || req->port != port) {
+        Respond(client, 403, "request for another host inside the tunnel");
+        return Deny("request for " + req->host + " inside a tunnel to " + host, 0);
+      }
       // Identity bodies only: a compressed response couldn't be redacted.
       SetHeader(req->headers, "Accept-Encoding", "identity");
       RemoveHeader(req->headers, "Proxy-Connection");
       std::vector<std::string> used;
       for (const auto& rule : ctx_.sandbox->secrets)
         if (MatchesDestination(rule.hosts, host, port)) used.push_back(rule.name);
-      if (auto applied = ApplySecrets(*req, host, port, ctx_.sandbox->secrets); !applied)
-        return Deny(applied.error().Message(), 0), Respond(client, 403, applied.error().Message());
+      if (auto applied = ApplySecrets(*req, host, port, ctx_.sandbox->secrets); !applied) {
+        Respond(client, 403, applied.error().Message());
+        return Deny(applied.error().Message(), 0);
+      }
       for (const auto& u : used)
         if (std::find(audit_.secrets.begin(), audit_.secrets.end(), u) == audit_.secrets.end()) audit_.secrets.push_back(u);
       if (!upstream.Write(SerializeRequestHead(*req, /*origin_form=*/true))) break;

@@ -397,6 +397,49 @@ except Exception as e:
     assert other.idle()
 
 
+def test_client_hello_split_across_segments(env, box):
+    # The proxy peeks at the ClientHello until it is whole: one that arrives
+    # in two pieces, 200 ms apart, still gets its tunnel.
+    other = env["other"]
+    box.write("/tmp/other-ca.pem", (env["dir"] / "ca.pem").read_bytes())
+    out = py(box, r"""
+import os, socket, ssl, time
+p = int(os.environ["P"])
+s = socket.create_connection(("127.0.0.1", 3128), timeout=10)
+s.sendall(b"CONNECT other.test:%d HTTP/1.1\r\nHost: other.test:%d\r\n\r\n" % (p, p))
+print(s.recv(4096).split(b"\r\n")[0].decode())
+ctx = ssl.create_default_context(cafile="/tmp/other-ca.pem")
+inc, outg = ssl.MemoryBIO(), ssl.MemoryBIO()
+t = ctx.wrap_bio(inc, outg, server_hostname="other.test")
+try:
+    t.do_handshake()
+except ssl.SSLWantReadError:
+    pass
+hello = outg.read()
+s.sendall(hello[:40]); time.sleep(0.2); s.sendall(hello[40:])
+while True:
+    try:
+        t.do_handshake(); break
+    except ssl.SSLWantReadError:
+        data = s.recv(65536)
+        if not data: raise SystemExit("CLOSED")
+        inc.write(data)
+        s.sendall(outg.read())
+s.sendall(outg.read())
+t.write(b"GET /split HTTP/1.1\r\nHost: other.test:%d\r\nConnection: close\r\n\r\n" % p)
+s.sendall(outg.read())
+resp = b""
+while b"\r\n" not in resp:
+    try:
+        resp += t.read(4096)
+    except ssl.SSLWantReadError:
+        inc.write(s.recv(65536))
+print(resp.split(b"\r\n")[0].decode())
+""", P=other.port)
+    assert "HTTP/1.1 200 Connection established" in out and "HTTP/1.1 200 OK" in out, out
+    assert other.take()["path"] == "/split"
+
+
 def test_no_way_out_but_the_proxy(env, box):
     # Direct connections: no route (only lo); UDP and DNS: nothing answers.
     out = py(box, r"""
