@@ -29,6 +29,8 @@
 #include "harness/cli/images_cmd.h"
 #include "harness/daemon/api_error.h"
 #include "harness/daemon/egress.h"
+#include "images/oci/byte_source.h"
+#include "images/oci/tar_writer.h"
 #include "harness/daemon/keeper.h"
 #include "harness/daemon/netns_pool.h"
 #include "harness/daemon/store.h"
@@ -141,6 +143,9 @@ class Manager {
   ApiResult<v1::SnapshotInfo> DeleteSnapshot(const Caller& caller, const std::string& id);
   ApiResult<v1::Sandbox> Restore(const Caller& caller, const v1::RestoreRequest& request);
   ApiResult<std::vector<v1::Sandbox>> Fork(const Caller& caller, const v1::ForkRequest& request);
+  ApiResult<void> ExportSnapshot(const Caller& caller, const std::string& id, const images::TarSink& sink);
+  ApiResult<v1::SnapshotInfo> ImportSnapshot(const Caller& caller, images::ByteSource& archive,
+                                             const std::map<std::string, std::string>& labels);
 
   // Events the caller may see with seq > since; blocks up to `wait_ms` for
   // the first one. Empty on timeout.

@@ -113,6 +113,54 @@ class Service final : public v1::Airlock::Service {
     for (auto& s : API_TRY(m_->Fork(c, *req))) *out->add_sandboxes() = std::move(s);
     return Status::OK;
   }
+  Status ExportSnapshot(ServerContext* ctx, const v1::SnapshotRef* req, grpc::ServerWriter<v1::FileChunk>* w) override {
+    Caller c = API_TRY(Who(ctx));
+    auto sink = [&](std::string_view d) {
+      v1::FileChunk chunk;
+      chunk.set_data(std::string(d));
+      return w->Write(chunk);
+    };
+    API_TRY(m_->ExportSnapshot(c, req->id(), sink));
+    return Status::OK;
+  }
+  Status ImportSnapshot(ServerContext* ctx, grpc::ServerReader<v1::ImportSnapshotRequest>* r,
+                        v1::SnapshotInfo* out) override {
+    Caller c = API_TRY(Who(ctx));
+    // The archive as a byte source over the stream's messages.
+    struct StreamSource : images::ByteSource {
+      grpc::ServerReader<v1::ImportSnapshotRequest>* reader;
+      v1::ImportSnapshotRequest msg;
+      size_t off = 0;
+      bool first = true, done = false;
+      std::map<std::string, std::string> labels;
+      Result<size_t> Read(void* buf, size_t n) override {
+        while (off >= msg.data().size()) {
+          if (done || !reader->Read(&msg)) {
+            done = true;
+            return size_t{0};
+          }
+          if (first) labels.insert(msg.labels().begin(), msg.labels().end());
+          first = false;
+          off = 0;
+        }
+        size_t k = std::min(n, msg.data().size() - off);
+        memcpy(buf, msg.data().data() + off, k);
+        off += k;
+        return k;
+      }
+    } src;
+    src.reader = r;
+    // The labels come with the first message: read it before the import.
+    char probe;
+    size_t got = API_TRY([&]() -> ApiResult<size_t> {
+      auto n = src.Read(&probe, 0);
+      if (!n) return FromError(n.error(), "import snapshot");
+      return *n;
+    }());
+    (void)got;
+    *out = API_TRY(m_->ImportSnapshot(c, src, src.labels));
+    return Status::OK;
+  }
   Status Events(ServerContext* ctx, const v1::EventsRequest* req, grpc::ServerWriter<v1::Event>* w) override {
     Caller c = API_TRY(Who(ctx));
     uint64_t since = req->from_start() ? 0 : req->since_seq() ? req->since_seq() : m_->LastEventSeq();

@@ -10,6 +10,7 @@
 
 #include "harness/daemon/files.h"
 #include "harness/daemon/manager.h"
+#include "harness/daemon/snapshot_archive.h"
 
 namespace airlock::daemon {
 
@@ -233,6 +234,65 @@ ApiResult<std::vector<v1::Sandbox>> Manager::Fork(const Caller& caller, const v1
       return undo(wrote.error());
   }
   return made;
+}
+
+}  // namespace airlock::daemon
+
+namespace airlock::daemon {
+
+ApiResult<void> Manager::ExportSnapshot(const Caller& caller, const std::string& id, const images::TarSink& sink) {
+  SnapshotRow row = TRY(FindSnapshot(*store_, caller, id));
+  v1::SnapshotInfo info;
+  info.ParseFromString(row.info);
+  nlohmann::json meta = {{"id", info.id()},
+                         {"sandbox_id", info.sandbox_id()},
+                         {"created_unix_ms", info.created_unix_ms()},
+                         {"image", info.image()},
+                         {"labels", std::map<std::string, std::string>(info.labels().begin(), info.labels().end())}};
+  auto done = ExportSnapshotArchive(config_.paths.PoolMountpoint() + "/snapshots/" + id, config_.paths.state_root,
+                                    meta, row.request, sink);
+  if (!done) return FromError(done.error(), "export snapshot");
+  return {};
+}
+
+ApiResult<v1::SnapshotInfo> Manager::ImportSnapshot(const Caller& caller, images::ByteSource& archive,
+                                                    const std::map<std::string, std::string>& labels) {
+  std::lock_guard lock(snapshot_mu_);
+  auto rows = store_->Snapshots();
+  if (!rows) return FromError(rows.error(), "import snapshot");
+  if (rows->size() + 1 > config_.snapshot_max_total)
+    return ApiFail(Code::kResourceExhausted, "import snapshot: the daemon holds " + std::to_string(rows->size()) +
+                                                 " snapshots (snapshot_max_total)");
+  auto p = SnapshotPool();
+  if (!p) return FromError(p.error(), "import snapshot");
+  storage::Pool* pool = *p;
+  const std::string staging = "import-" + RandomHex(8);
+  auto imported = ImportSnapshotArchive(archive, *pool, staging);
+  if (!imported) return ApiFail(Code::kInvalidArgument, "import snapshot: " + imported.error().Message());
+  const std::string id = "snap-" + RandomHex(8);
+  auto kept = [&]() -> Result<void> {
+    UniqueFd dir = TRY(pool->OpenSubvolumeDir(staging));
+    TRY(pool->SnapshotReadOnly(dir.get(), "imported layer", id));
+    return {};
+  }();
+  (void)pool->DeleteSubvolume(staging);
+  if (!kept) return FromError(kept.error(), "import snapshot");
+  v1::SnapshotInfo info;
+  info.set_id(id);
+  const auto& m = imported->meta;
+  info.set_sandbox_id(m.contains("sandbox_id") && m["sandbox_id"].is_string() ? m["sandbox_id"].get<std::string>() : "");
+  info.set_image(m.contains("image") && m["image"].is_string() ? m["image"].get<std::string>() : "");
+  info.set_owner_uid(caller.uid);
+  info.set_created_unix_ms(NowUnixMs());
+  info.set_contents(std::string(kContents) + "; imported (filesystem only)");
+  for (const auto& [k, v] : labels) (*info.mutable_labels())[k] = v;
+  if (auto bytes = pool->SnapshotUsage(id)) info.set_bytes(*bytes);
+  SnapshotRow row{id, info.sandbox_id(), caller.uid, 0, info.SerializeAsString(), imported->request};
+  if (auto put = store_->PutSnapshot(row); !put) {
+    (void)pool->DeleteSnapshot(id);
+    return FromError(put.error(), "import snapshot");
+  }
+  return info;
 }
 
 }  // namespace airlock::daemon

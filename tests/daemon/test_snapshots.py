@@ -104,3 +104,49 @@ def test_keep_last(client):
         s.delete()
         for x in client.list_snapshots(s.id):
             client.delete_snapshot(x.id)
+
+
+def test_export_import_and_hostile_archives(client, base_dir):
+    s = client.create(snapshots=True, labels={"test": "snapshots"})
+    try:
+        assert s.exec("mkdir -p /workspace/d && echo carried > /workspace/d/f && chmod 4755 /workspace/d/f"
+                      " && ln -s /etc/passwd /workspace/link && rm -f /etc/hostname").ok
+        snap = s.snapshot()
+        path = base_dir / f"{snap.id}.tar"
+        size = client.export_snapshot(snap.id, str(path))
+        assert size > 0
+        imported = client.import_snapshot(str(path), labels={"from": "archive"})
+        assert imported.id != snap.id and imported.labels == {"from": "archive"}
+        assert "imported" in imported.contents
+        r = client.restore(imported.id)
+        try:
+            out = r.exec("cat /workspace/d/f; readlink /workspace/link; ls /etc/hostname 2>&1; stat -c %a /workspace/d/f")
+            text = out.stdout.decode()
+            assert "carried\n/etc/passwd\n" in text, text
+            assert "No such file" in text  # the whiteout travelled as one
+            assert text.rstrip().endswith("755")  # setuid cleared on import
+        finally:
+            r.delete()
+
+        before = {x.id for x in client.list_snapshots()}
+        data = path.read_bytes()
+        corrupt = bytearray(data)
+        corrupt[700] ^= 0x01  # inside layer.tar's first member
+        flipped = bytearray(data)
+        at = data.index(b"carried")
+        flipped[at] ^= 0x20  # file content: only the checksum can tell
+        bad = base_dir / "corrupt.tar"
+        for name, blob in (("corrupt", bytes(corrupt)), ("content flipped", bytes(flipped)), ("truncated", data[: len(data) // 2]),
+                           ("padded", data + b"X" * 1024), ("empty", b""), ("not a tar", b"hello" * 200)):
+            bad.write_bytes(blob)
+            with pytest.raises(InvalidArgument, match="import snapshot") as refused:
+                client.import_snapshot(str(bad))
+            print(name, "->", refused.value)
+        # Nothing left behind: no new snapshot, no staging subvolume.
+        assert {x.id for x in client.list_snapshots()} == before
+        import glob
+        assert not [p for p in glob.glob(str(base_dir) + "/*-state/pool/sandboxes/import-*")]
+        client.delete_snapshot(imported.id)
+        client.delete_snapshot(snap.id)
+    finally:
+        s.delete()

@@ -752,6 +752,36 @@ class AirlockClient:
             req.labels.update(labels)
         return Session(self, SandboxInfo._from(self._pb, _call(self._stub.Restore, req)))
 
+    def export_snapshot(self, snapshot_id: str, path: str) -> int:
+        """Writes the snapshot's archive to `path`; returns its size."""
+        size = 0
+        with open(path, "wb") as f:
+            for chunk in _stream(self._stub.ExportSnapshot(self._pb.SnapshotRef(id=snapshot_id))):
+                f.write(chunk.data)
+                size += len(chunk.data)
+        return size
+
+    def import_snapshot(self, path: str, labels: Optional[Mapping[str, str]] = None) -> SnapshotInfo:
+        """Imports a snapshot archive (filesystem only) as a snapshot of the caller's."""
+        pb = self._pb
+
+        def requests() -> Iterator[Any]:
+            first = True
+            with open(path, "rb") as f:
+                while True:
+                    data = f.read(1 << 20)
+                    if not data and not first:
+                        return
+                    m = pb.ImportSnapshotRequest(data=data)
+                    if first and labels:
+                        m.labels.update(labels)
+                    first = False
+                    yield m
+                    if not data:
+                        return
+
+        return SnapshotInfo._from(_call(self._stub.ImportSnapshot, requests()))
+
     def fork(self, snapshot_id: str, count: int, labels: Optional[Mapping[str, str]] = None) -> list["Session"]:
         req = self._pb.ForkRequest(snapshot_id=snapshot_id, count=count)
         if labels:

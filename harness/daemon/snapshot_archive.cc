@@ -1,0 +1,166 @@
+#include "harness/daemon/snapshot_archive.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "images/oci/export.h"
+#include "images/oci/layer_extract.h"
+#include "images/oci/tar_reader.h"
+
+namespace airlock::daemon {
+
+namespace {
+
+constexpr char kLayerMember[] = "layer.tar";
+constexpr char kManifestMember[] = "airlock-snapshot.json";
+constexpr uint64_t kMaxManifest = 1 << 20;
+
+std::string Hex(const std::string& bytes) {
+  static const char* d = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (unsigned char c : bytes) {
+    out += d[c >> 4];
+    out += d[c & 15];
+  }
+  return out;
+}
+
+Result<std::string> Unhex(const std::string& hex) {
+  if (hex.size() % 2) return Fail("snapshot archive", "request: odd-length hex");
+  std::string out;
+  out.reserve(hex.size() / 2);
+  for (size_t i = 0; i < hex.size(); i += 2) {
+    auto v = [](char c) -> int {
+      if (c >= '0' && c <= '9') return c - '0';
+      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+      return -1;
+    };
+    int hi = v(hex[i]), lo = v(hex[i + 1]);
+    if (hi < 0 || lo < 0) return Fail("snapshot archive", "request: not lower-case hex");
+    out += static_cast<char>(hi << 4 | lo);
+  }
+  return out;
+}
+
+// The current member's data as a byte source.
+class MemberSource : public images::ByteSource {
+ public:
+  explicit MemberSource(images::TarReader& r) : r_(r) {}
+  Result<size_t> Read(void* buf, size_t n) override { return r_.ReadData(buf, n); }
+
+ private:
+  images::TarReader& r_;
+};
+
+}  // namespace
+
+Result<void> ExportSnapshotArchive(const std::string& snapshot_path, const std::string& tmp_dir,
+                                   const nlohmann::json& meta, const std::string& request,
+                                   const images::TarSink& sink) {
+  UniqueFd tmp(open(tmp_dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+  if (!tmp) return Errno("open O_TMPFILE", tmp_dir);
+  auto to_tmp = [&](std::string_view d) {
+    while (!d.empty()) {
+      ssize_t n = write(tmp.get(), d.data(), d.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return false;
+      d.remove_prefix(static_cast<size_t>(n));
+    }
+    return true;
+  };
+  images::LayerTarInfo layer = TRY(images::WriteLayerTar(snapshot_path + "/upper", to_tmp));
+  nlohmann::json manifest = {{"format", kSnapshotFormat},
+                             {"layer", {{"digest", layer.digest}, {"size", layer.size}}},
+                             {"snapshot", meta},
+                             {"request", Hex(request)}};
+  const std::string text = manifest.dump(2) + "\n";
+  images::TarWriter out(sink);
+  images::TarWriter::Header h;
+  h.name = kLayerMember;
+  h.size = layer.size;
+  h.mode = 0600;
+  TRY(out.Begin(h));
+  std::string buf(images::TarWriter::kChunk, '\0');
+  for (off_t off = 0; static_cast<uint64_t>(off) < layer.size;) {
+    ssize_t n = pread(tmp.get(), buf.data(), buf.size(), off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return Errno("read", "the snapshot's layer tar");
+    TRY(out.Data(std::string_view(buf.data(), static_cast<size_t>(n))));
+    off += n;
+  }
+  h.name = kManifestMember;
+  h.size = text.size();
+  TRY(out.Begin(h));
+  TRY(out.Data(text));
+  TRY(out.Finish());
+  return {};
+}
+
+Result<ImportedSnapshot> ImportSnapshotArchive(images::ByteSource& src, storage::Pool& pool,
+                                               const std::string& staging) {
+  storage::Subvolume sub = TRY(pool.CreateSubvolume(staging, std::nullopt));
+  auto imported = [&]() -> Result<ImportedSnapshot> {
+    if (mkdirat(sub.dir.get(), "upper", 0755) < 0) return Errno("mkdir", sub.path + "/upper");
+    if (mkdirat(sub.dir.get(), "work", 0700) < 0) return Errno("mkdir", sub.path + "/work");
+    UniqueFd upper(openat(sub.dir.get(), "upper", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!upper) return Errno("open", sub.path + "/upper");
+
+    images::TarReader outer(src);
+    auto first = TRY(outer.Next());
+    if (!first || first->name != kLayerMember || first->typeflag != '0')
+      return Fail("snapshot archive", std::string("the first member must be ") + kLayerMember + " (is this an airlock snapshot?)");
+    MemberSource member(outer);
+    images::HashingSource hashed(member);
+    images::TarReader inner(hashed);
+    // Setuid bits are cleared rather than refused: a sandbox's layer may
+    // hold them (mounted nosuid), and they grant nothing there.
+    TRY(images::ExtractLayer(inner, upper.get(), {.strip_setid = true, .chown = true}));
+    TRY(images::Drain(hashed));
+    const std::string digest = hashed.Digest();
+    const uint64_t size = hashed.count();
+
+    auto second = TRY(outer.Next());
+    if (!second || second->name != kManifestMember || second->typeflag != '0')
+      return Fail("snapshot archive", std::string("no ") + kManifestMember + " after the layer (truncated?)");
+    if (second->size > kMaxManifest) return Fail("snapshot archive", std::string(kManifestMember) + " is too large");
+    std::string text(second->size, '\0');
+    for (size_t got = 0; got < text.size();) {
+      size_t n = TRY(outer.ReadData(text.data() + got, text.size() - got));
+      if (n == 0) return Fail("snapshot archive", std::string(kManifestMember) + " cut short");
+      got += n;
+    }
+    if (auto third = TRY(outer.Next()); third)
+      return Fail("snapshot archive", "an unexpected member after the manifest: " + third->name);
+    // After the end-of-archive blocks only zeros may follow (tar pads to a
+    // record size), and not many.
+    char tail[4096];
+    uint64_t trailing = 0;
+    for (;;) {
+      size_t n = TRY(src.Read(tail, sizeof(tail)));
+      if (n == 0) break;
+      trailing += n;
+      for (size_t i = 0; i < n; ++i)
+        if (tail[i] != 0) return Fail("snapshot archive", "data after the end of the archive");
+      if (trailing > (1u << 20)) return Fail("snapshot archive", "more than 1 MiB after the end of the archive");
+    }
+    auto j = nlohmann::json::parse(text, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return Fail("snapshot archive", "the manifest is not a JSON object");
+    if (j.value("format", "") != kSnapshotFormat)
+      return Fail("snapshot archive", "format: not " + std::string(kSnapshotFormat));
+    if (!j.contains("layer") || !j["layer"].is_object() || j["layer"].value("digest", "") != digest ||
+        j["layer"].value("size", uint64_t{0}) != size)
+      return Fail("snapshot archive", "the layer's checksum doesn't match the manifest (" + digest + ", " +
+                                          std::to_string(size) + " bytes read): the archive is corrupt");
+    ImportedSnapshot out;
+    out.meta = j.value("snapshot", nlohmann::json::object());
+    if (!out.meta.is_object()) return Fail("snapshot archive", "snapshot: not an object");
+    out.request = TRY(Unhex(j.value("request", "")));
+    return out;
+  }();
+  if (!imported) (void)pool.DeleteSubvolume(staging);
+  return imported;
+}
+
+}  // namespace airlock::daemon

@@ -1,0 +1,46 @@
+// A filesystem snapshot as one archive, to carry it to another host: a tar
+// of two members, in this order —
+//   layer.tar              the snapshot's writable layer as a canonical
+//                          layer tar (images/oci/export.h: whiteouts as
+//                          ".wh." entries, canonical owners)
+//   airlock-snapshot.json  {"format": "airlock-snapshot/1",
+//                           "layer": {"digest": "sha256:..", "size": N},
+//                           "snapshot": {...}, "request": HEX}
+// The digest is checked against what was read before anything is kept: a
+// corrupt, truncated or padded archive is refused with an error saying so,
+// and nothing is left in the pool. An imported snapshot is filesystem-only.
+#pragma once
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "images/oci/byte_source.h"
+#include "images/oci/tar_writer.h"
+#include "runtime/core/error.h"
+#include "runtime/storage/pool.h"
+
+namespace airlock::daemon {
+
+inline constexpr char kSnapshotFormat[] = "airlock-snapshot/1";
+
+// Writes the archive of the pool snapshot at `snapshot_path` (its root; the
+// layer is its "upper") to `sink`; `meta` becomes the manifest's
+// "snapshot" and `request` (bytes) its "request". `tmp_dir` holds the layer
+// tar while its size is unknown (an O_TMPFILE, gone with the call).
+Result<void> ExportSnapshotArchive(const std::string& snapshot_path, const std::string& tmp_dir,
+                                   const nlohmann::json& meta, const std::string& request,
+                                   const images::TarSink& sink);
+
+struct ImportedSnapshot {
+  nlohmann::json meta;  // the manifest's "snapshot"
+  std::string request;  // the manifest's "request", decoded
+};
+
+// Reads an archive from `src` into a new subvolume sandboxes/<staging> of
+// `pool` (its "upper" the layer, an empty "work"). On any failure the
+// subvolume is deleted again. Errors name what was wrong.
+Result<ImportedSnapshot> ImportSnapshotArchive(images::ByteSource& src, storage::Pool& pool,
+                                               const std::string& staging);
+
+}  // namespace airlock::daemon
