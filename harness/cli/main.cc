@@ -56,7 +56,8 @@ constexpr const char* kUsage =
     "(remove what killed runs left), airlock version.\n"
     "\n"
     "Persistent sandboxes, served by airlockd (`airlock daemon` runs it): airlock create,\n"
-    "exec, ps, inspect, cp, pause, resume, rm, stats, events (`airlock CMD --help`).\n";
+    "exec, ps, inspect, cp, pause, resume, rm, stats, events, snapshot, snapshots, restore,\n"
+    "fork, rmsnap, snapshot-export, snapshot-import (`airlock CMD --help`).\n";
 
 [[noreturn]] void Die(const std::string& msg) {
   fprintf(stderr, "airlock: %s\n", msg.c_str());
@@ -168,7 +169,8 @@ int Run(const std::vector<std::string>& args) {
 // Commands a daemon serves: airlock-remote, which links gRPC, runs them, so
 // that `airlock run` never loads it (decision 8).
 bool IsRemoteCommand(const std::string& cmd) {
-  for (const char* c : {"create", "exec", "ps", "inspect", "cp", "pause", "resume", "rm", "stats", "events"})
+  for (const char* c : {"create", "exec", "ps", "inspect", "cp", "pause", "resume", "rm", "stats", "events", "snapshot",
+                        "snapshots", "restore", "fork", "rmsnap", "snapshot-export", "snapshot-import"})
     if (cmd == c) return true;
   return false;
 }

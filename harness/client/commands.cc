@@ -29,6 +29,12 @@ constexpr const char* kUsage =
     "  stats ID                         cpu, memory, pids, disk\n"
     "  events [--since SEQ] [ID]        follow events until ^C\n"
     "  cp SRC DST                       copy files in or out (one side ID:/path)\n"
+    "  snapshot ID [--keep-last N]      snapshot its writable layer (needs create --snapshots)\n"
+    "  snapshots [ID]                   list snapshots\n"
+    "  restore SNAP / fork SNAP N       new sandboxes on copies of a snapshot\n"
+    "  rmsnap SNAP...                   delete snapshots\n"
+    "  snapshot-export SNAP FILE|-      a snapshot as one checksummed archive\n"
+    "  snapshot-import FILE|-           and back (filesystem only)\n"
     "\n"
     "Every command takes --socket PATH (default $AIRLOCK_SOCKET, else\n"
     "/run/airlock/airlockd.sock) and --json (machine-readable output); see\n"
@@ -52,7 +58,18 @@ constexpr const char* kCreateUsage =
     "  --label K=V            label (repeatable)\n"
     "  --lifetime DURATION    destroy it after e.g. 30m\n"
     "  --idle-timeout DUR     stop it after this long without a call, e.g. 5m\n"
-    "  --hostname NAME        hostname inside (default: sandbox)\n";
+    "  --hostname NAME        hostname inside (default: sandbox)\n"
+    "  --snapshots            keep the writable layer on the pool, so `airlock snapshot`\n"
+    "                         works (implied by --disk)\n"
+    "  --network MODE         none (default: loopback only) or proxy: out only through\n"
+    "                         the daemon's egress proxy (docs/egress.md)\n"
+    "  --allow DEST           proxy: allow a destination: host, *.suffix, host:port,\n"
+    "                         an address or CIDR (repeatable; default deny)\n"
+    "  --secret NAME          proxy: a secret of the daemon's config the sandbox's\n"
+    "                         requests may carry (it sees a placeholder; repeatable)\n"
+    "  --transparent          proxy: also programs that ignore proxy settings\n"
+    "  --expose PORT          proxy: forward this port of the sandbox from the daemon's\n"
+    "                         expose address (repeatable; see inspect)\n";
 
 constexpr const char* kPsUsage =
     "usage: airlock ps [--all] [--label K=V]... [-q] [--json]\n"
@@ -111,6 +128,20 @@ Result<v1::CreateRequest> BuildCreate(const ParsedArgs& a) {
   if (auto v = a.Last("--lifetime")) req.set_lifetime_ms(TRY(ParseDurationMs("--lifetime", *v)));
   if (auto v = a.Last("--idle-timeout")) req.set_idle_timeout_ms(TRY(ParseDurationMs("--idle-timeout", *v)));
   if (auto v = a.Last("--hostname")) req.set_hostname(*v);
+  req.set_snapshots(a.Has("--snapshots"));
+  if (auto v = a.Last("--network")) {
+    if (*v == "none") req.set_network(v1::NETWORK_MODE_NONE);
+    else if (*v == "proxy") req.set_network(v1::NETWORK_MODE_PROXY);
+    else return Fail("invalid option", "--network: none or proxy (got \"" + *v + "\")");
+  }
+  for (const auto& d : a.All("--allow")) req.mutable_egress()->add_allow(d);
+  for (const auto& s : a.All("--secret")) req.mutable_egress()->add_secrets(s);
+  if (a.Has("--transparent")) req.mutable_egress()->set_transparent(true);
+  for (const auto& p : a.All("--expose")) {
+    uint64_t port = TRY(ParseCount("--expose", p));
+    if (port == 0 || port > 65535) return Fail("invalid option", "--expose: a port 1-65535 (got " + p + ")");
+    req.add_expose_ports(static_cast<uint32_t>(port));
+  }
   return req;
 }
 
@@ -162,7 +193,9 @@ int CreateCommand(const Globals& g0, const std::vector<std::string>& args) {
                         {{"--image", 0, true}, {"--manifest", 0, true}, {"--env", 'e', true}, {"--memory", 'm', true},
                          {"--pids", 0, true}, {"--cpus", 0, true}, {"--disk", 0, true}, {"--nofile", 0, true},
                          {"--seccomp", 0, true}, {"--label", 'l', true}, {"--lifetime", 0, true},
-                         {"--idle-timeout", 0, true}, {"--hostname", 0, true}},
+                         {"--idle-timeout", 0, true}, {"--hostname", 0, true}, {"--snapshots", 0, false},
+                         {"--network", 0, true}, {"--allow", 0, true}, {"--secret", 0, true},
+                         {"--transparent", 0, false}, {"--expose", 0, true}},
                         kCreateUsage, false, &g, &a, &code))
     return code;
   if (!a.positional.empty()) return Failed("create takes no operands (got \"" + a.positional[0] + "\"; see --help)");
@@ -367,7 +400,12 @@ int Main(int argc, char** argv) {
   if (cmd == "stats") return StatsCommand(g, args);
   if (cmd == "events") return EventsCommand(g, args);
   if (cmd == "cp") return CpCommand(g, args);
-  return Failed("unknown command \"" + cmd + "\" (create, exec, ps, inspect, rm, pause, resume, stats, events, cp)");
+  if (cmd == "snapshot" || cmd == "snapshots" || cmd == "restore" || cmd == "fork" || cmd == "rmsnap" ||
+      cmd == "snapshot-export" || cmd == "snapshot-import")
+    return SnapshotCommand(g, cmd, args);
+  return Failed("unknown command \"" + cmd +
+                "\" (create, exec, ps, inspect, rm, pause, resume, stats, events, cp, snapshot, snapshots, restore, "
+                "fork, rmsnap, snapshot-export, snapshot-import)");
 }
 
 }  // namespace airlock::client

@@ -29,6 +29,8 @@ int ResumeCommand(const Globals& g, const std::vector<std::string>& args);
 int StatsCommand(const Globals& g, const std::vector<std::string>& args);
 int EventsCommand(const Globals& g, const std::vector<std::string>& args);
 int CpCommand(const Globals& g, const std::vector<std::string>& args);
+// snapshot, snapshots, restore, fork, rmsnap, snapshot-export, snapshot-import
+int SnapshotCommand(const Globals& g, const std::string& cmd, const std::vector<std::string>& args);
 
 // Parses `args` for a command: its own `specs` plus the global options;
 // prints `usage` for -h/--help. Returns false (and sets *exit_code: 0 for

@@ -380,3 +380,39 @@ TEST_CASE("airlock-remote: bad input exits 125 with one line naming the key", "[
   CHECK(nobody.status == 125);
   CHECK(nobody.err.starts_with("airlock: cannot reach airlockd at /tmp/airlock-no-daemon.sock"));
 }
+
+TEST_CASE("airlock-remote: snapshot, export, import, restore, fork, rmsnap", "[root][cli-remote]") {
+  Daemon d;
+  TempDir host("airlock-cli-snap");
+  const std::string id = d.Create({"--snapshots"});
+  REQUIRE(d.Sh(id, "echo kept > /workspace/state").status == 0);
+  auto snap = d.Cli({"snapshot", id});
+  INFO(snap.Describe());
+  REQUIRE(snap.status == 0);
+  const std::string snap_id = snap.out.substr(0, snap.out.size() - 1);
+  CHECK(snap_id.starts_with("snap-"));
+  CHECK(d.Cli({"snapshot", id}).out == snap_id + " (unchanged)\n");
+  auto exported = d.Cli({"snapshot-export", snap_id, host / "s.tar"});
+  INFO(exported.Describe());
+  REQUIRE(exported.status == 0);
+  auto imported = d.Cli({"snapshot-import", host / "s.tar"});
+  INFO(imported.Describe());
+  REQUIRE(imported.status == 0);
+  const std::string imp_id = imported.out.substr(0, imported.out.size() - 1);
+  auto restored = d.Cli({"restore", imp_id});
+  REQUIRE(restored.status == 0);
+  const std::string r = restored.out.substr(0, restored.out.size() - 1);
+  CHECK(d.Sh(r, "cat /workspace/state").out == "kept\n");
+  auto forked = d.Cli({"fork", snap_id, "2"});
+  REQUIRE(forked.status == 0);
+  CHECK(Lines(forked.out).size() == 2);
+  CHECK(d.Cli({"rmsnap", snap_id, imp_id}).status == 0);
+  auto gone = d.Cli({"restore", snap_id});
+  CHECK(gone.status == 125);
+  CHECK(gone.err.find("no snapshot") != std::string::npos);
+  // A sandbox whose layer is in memory can't be snapshotted: said plainly.
+  const std::string plain = d.Create({});
+  auto refused = d.Cli({"snapshot", plain});
+  CHECK(refused.status == 125);
+  CHECK(refused.err.find("create it with snapshots") != std::string::npos);
+}

@@ -110,6 +110,9 @@ def main() -> None:
                 pass
         daemon.terminate()
         daemon.wait(30)
+        # The pool (a loop-backed btrfs under the state dir) stays mounted by
+        # design; this run's is unmounted (autoclear detaches its loop).
+        subprocess.run(["umount", str(work / "state" / "pool")], check=False)
 
 
 if __name__ == "__main__":
