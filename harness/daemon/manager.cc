@@ -11,6 +11,7 @@
 
 #include "harness/cli/images_cmd.h"
 #include "images/host/host_image.h"
+#include "runtime/core/hex.h"
 #include "harness/daemon/files.h"
 #include "harness/daemon/host_paths.h"
 #include "harness/daemon/manifest.h"
@@ -18,17 +19,7 @@
 namespace airlock::daemon {
 namespace {
 
-std::string NewSandboxId() {
-  unsigned char bytes[6];
-  if (getrandom(bytes, sizeof(bytes), 0) != sizeof(bytes)) abort();
-  static const char* kHex = "0123456789abcdef";
-  std::string id = "sb-";
-  for (unsigned char b : bytes) {
-    id += kHex[b >> 4];
-    id += kHex[b & 15];
-  }
-  return id;
-}
+std::string NewSandboxId() { return "sb-" + RandomHex(6); }
 
 
 // True if the uppermost image layer that has `path` has a directory there

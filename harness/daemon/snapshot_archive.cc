@@ -7,6 +7,7 @@
 #include "images/oci/export.h"
 #include "images/oci/layer_extract.h"
 #include "images/oci/tar_reader.h"
+#include "runtime/core/hex.h"
 
 namespace airlock::daemon {
 
@@ -15,17 +16,6 @@ namespace {
 constexpr char kLayerMember[] = "layer.tar";
 constexpr char kManifestMember[] = "airlock-snapshot.json";
 constexpr uint64_t kMaxManifest = 1 << 20;
-
-std::string Hex(const std::string& bytes) {
-  static const char* d = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (unsigned char c : bytes) {
-    out += d[c >> 4];
-    out += d[c & 15];
-  }
-  return out;
-}
 
 Result<std::string> Unhex(const std::string& hex) {
   if (hex.size() % 2) return Fail("snapshot archive", "request: odd-length hex");
@@ -74,7 +64,7 @@ Result<void> ExportSnapshotArchive(const std::string& snapshot_path, const std::
   nlohmann::json manifest = {{"format", kSnapshotFormat},
                              {"layer", {{"digest", layer.digest}, {"size", layer.size}}},
                              {"snapshot", meta},
-                             {"request", Hex(request)}};
+                             {"request", HexEncode(request)}};
   const std::string text = manifest.dump(2) + "\n";
   images::TarWriter out(sink);
   images::TarWriter::Header h;

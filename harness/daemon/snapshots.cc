@@ -1,7 +1,6 @@
 // Filesystem snapshots: taken of a running sandbox's writable layer on the
 // pool, kept independently of it (a snapshot outlives its sandbox), and the
 // source of fresh sandboxes (Restore, Fork) built on writable copies of it.
-#include <sys/random.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -11,6 +10,7 @@
 #include "harness/daemon/files.h"
 #include "harness/daemon/manager.h"
 #include "harness/daemon/snapshot_archive.h"
+#include "runtime/core/hex.h"
 
 namespace airlock::daemon {
 
@@ -20,18 +20,6 @@ constexpr uint32_t kMaxFork = 32;
 constexpr char kContents[] =
     "the sandbox's writable layer (the workspace included); not the output directories bound to the host, "
     "nor its processes";
-
-std::string RandomHex(size_t bytes) {
-  unsigned char buf[16];
-  if (getrandom(buf, bytes, 0) != static_cast<ssize_t>(bytes)) return {};
-  std::string out;
-  char hex[3];
-  for (size_t i = 0; i < bytes; ++i) {
-    snprintf(hex, sizeof(hex), "%02x", buf[i]);
-    out += hex;
-  }
-  return out;
-}
 
 }  // namespace
 
