@@ -98,6 +98,17 @@ Result<void> Manager::Start() {
     TRY(store_->UpdateSandbox(info.id(), "stopped", info.SerializeAsString()));
     Emit(info.id(), info.owner_uid(), v1::EVENT_TYPE_EXITED, why);
     stopped_[info.id()] = info;
+    // Its recovery policy may rebuild it (the worker starts below, after the
+    // cleanup of what it left).
+    v1::CreateRequest request;
+    if (request.ParseFromString(row.request) && request.recovery().rebuild()) {
+      auto ghost = std::make_shared<Live>();
+      ghost->id = info.id();
+      ghost->owner = row.owner;
+      ghost->info = info;
+      ghost->recovery = request.recovery();
+      recovery_work_.emplace_back(ghost, true);
+    }
   }
   // Held but unknown to the store (the daemon died between starting it and
   // recording it): let it go; the cleanup below removes it.
@@ -127,6 +138,7 @@ Result<void> Manager::Start() {
   }
   loop_ = std::thread([this] { Loop(); });
   if (config_.warm_pool > 0) refill_ = std::thread([this] { RefillLoop(); });
+  recovery_ = std::thread([this] { RecoveryLoop(); });
   return {};
 }
 
@@ -140,6 +152,11 @@ void Manager::Shutdown() {
     std::lock_guard lock(warm_mu_);  // the refill thread is waiting or about to
   }
   warm_cv_.notify_all();
+  {
+    std::lock_guard lock(recovery_mu_);
+  }
+  recovery_cv_.notify_all();
+  if (recovery_.joinable()) recovery_.join();
   if (refill_.joinable()) refill_.join();
   if (loop_.joinable()) loop_.join();
   for (auto& live : warm_) (void)live->Teardown();
@@ -241,6 +258,7 @@ void Manager::CheckTimers() {
   const int64_t now = NowUnixMs();
   for (auto& live : all) {
     CheckCgroupEvents(live);
+    CheckRecoverySnapshots(live, now);
     int64_t expires, idle;
     {
       std::lock_guard lock(live->mu);
@@ -292,7 +310,17 @@ void Manager::Stop(const std::shared_ptr<Live>& live, v1::EventType event, const
   Persist(live);
   Emit(live->id, live->owner, event, reason);
   // Teardown (kill, cgroups, writable layer) off the loop's thread: one
-  // slow removal must not hold up other sandboxes' reports.
+  // slow removal must not hold up other sandboxes' reports. A sandbox whose
+  // recovery policy rebuilds it goes to the recovery worker instead, which
+  // tears it down and builds it again under the same id.
+  if (event == v1::EVENT_TYPE_EXITED && WantsRebuild(*live)) {
+    {
+      std::lock_guard lock(recovery_mu_);
+      recovery_work_.emplace_back(live, true);
+    }
+    recovery_cv_.notify_all();
+    return;
+  }
   std::thread([live] {
     (void)live->Teardown();
   }).detach();
@@ -401,6 +429,7 @@ Result<std::shared_ptr<Live>> Manager::Adopt(const SandboxRow& row, const v1::Sa
   live->env = BaseEnvironment(image->env, manifest_env);
   for (const auto& u : request.manifest().users()) live->users[u.name()] = u;
   live->info = info;
+  live->recovery = request.recovery();
   if (request.network() == v1::NETWORK_MODE_PROXY) {
     if (!egress_ || live->sandbox->egress_fd() < 0) return Fail("adopt", "its egress channel can't be served again");
     if (auto attached = AttachEgress(*live, request); !attached) return Fail("adopt", attached.error().message);

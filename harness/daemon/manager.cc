@@ -101,7 +101,7 @@ ApiResult<std::shared_ptr<Live>> Manager::Launch(const Caller& caller, const v1:
   for (const auto& b : image->binds) spec.image_binds.push_back({b.source, b.target});
   spec.mounts = plan.mounts;
   spec.seeds = plan.seeds;
-  spec.on_pool = request.snapshots();
+  spec.on_pool = request.snapshots() || request.has_recovery();
   spec.from_snapshot = from_snapshot;
   spec.hostname = plan.hostname;
   spec.limits = plan.limits;
@@ -171,6 +171,8 @@ ApiResult<std::shared_ptr<Live>> Manager::Launch(const Caller& caller, const v1:
   info.set_workspace(plan.workspace);
   info.set_hostname(plan.hostname);
   info.set_seccomp_profile(plan.seccomp_profile);
+  info.set_generation(1);
+  live->recovery = request.recovery();
   return live;
 }
 
@@ -180,7 +182,7 @@ ApiResult<v1::Sandbox> Manager::Create(const Caller& caller, const v1::CreateReq
 }
 
 ApiResult<v1::Sandbox> Manager::CreateSandbox(const Caller& caller, const v1::CreateRequest& request,
-                                              const std::string& from_snapshot) {
+                                              const std::string& from_snapshot, const std::string& given_id) {
   {
     std::lock_guard lock(mu_);
     if (live_.size() >= config_.max_sandboxes)
@@ -203,7 +205,7 @@ ApiResult<v1::Sandbox> Manager::CreateSandbox(const Caller& caller, const v1::Cr
     info.set_idle_timeout_ms(request.idle_timeout_ms());
     live->Touch();
   } else {
-    live = TRY(Launch(caller, request, NewSandboxId(), from_snapshot));
+    live = TRY(Launch(caller, request, given_id.empty() ? NewSandboxId() : given_id, from_snapshot));
   }
   const std::string id = live->id;
   // The loop hears the new init from here on; the manifest's in-sandbox
@@ -247,7 +249,8 @@ ApiResult<v1::Sandbox> Manager::CreateSandbox(const Caller& caller, const v1::Cr
   }
   SandboxRow row{id, caller.uid, "running", live->info.SerializeAsString(), request.SerializeAsString()};
   if (auto stored = store_->PutSandbox(row); !stored) return fail({Code::kInternal, "create: " + stored.error().Message()});
-  Emit(id, caller.uid, v1::EVENT_TYPE_CREATED, "image " + live->info.image());
+  // A rebuild (under a given id) says so itself: EVENT_TYPE_REHYDRATED.
+  if (given_id.empty()) Emit(id, caller.uid, v1::EVENT_TYPE_CREATED, "image " + live->info.image());
   std::lock_guard lock(live->mu);
   return live->info;
 }

@@ -89,6 +89,9 @@ struct Live {
   std::map<std::string, v1::User> users;  // manifest users by name
   std::atomic<int64_t> last_used_ms{0};
   EgressProxy* egress = nullptr;  // network mode proxy: told when it ends
+  v1::Recovery recovery;          // what the daemon does when it dies
+  std::atomic<int64_t> last_snapshot_ms{0};
+  std::atomic<bool> snapshot_queued{false};
 
   std::mutex mu;  // guards what follows
   v1::Sandbox info;
@@ -137,6 +140,8 @@ class Manager {
   ApiResult<v1::Sandbox> Resume(const Caller& caller, const std::string& id);
   ApiResult<v1::SandboxStats> Stats(const Caller& caller, const std::string& id);
 
+  // After a Run: a snapshot if the sandbox's recovery policy asks for one.
+  void AfterRun(const std::shared_ptr<Live>& live);
   // Filesystem snapshots (snapshots.cc).
   ApiResult<v1::SnapshotInfo> Snapshot(const Caller& caller, const v1::SnapshotRequest& request);
   std::vector<v1::SnapshotInfo> ListSnapshots(const Caller& caller, const std::string& sandbox_id);
@@ -177,7 +182,7 @@ class Manager {
                                           const std::string& id, const std::string& from_snapshot);
   // Create, or (from_snapshot) a sandbox on a writable copy of a snapshot.
   ApiResult<v1::Sandbox> CreateSandbox(const Caller& caller, const v1::CreateRequest& request,
-                                       const std::string& from_snapshot);
+                                       const std::string& from_snapshot, const std::string& id = {});
   Result<storage::Pool*> SnapshotPool();
   // Deletes pool snapshots no stored snapshot names (a crash between taking
   // one and recording it, or deleting one); called at start.
@@ -192,12 +197,24 @@ class Manager {
   // listeners for its exposed ports) and sets what its commands need.
   ApiResult<void> AttachEgress(Live& live, const v1::CreateRequest& request);
   void OnEgressAudit(const std::string& sandbox, const v1::EgressAudit& audit);
+  // Recovery (recovery.cc): a worker thread takes snapshots the policy asks
+  // for and rebuilds sandboxes that died from their last snapshot.
+  void RecoveryLoop();
+  void QueueSnapshot(const std::shared_ptr<Live>& live);
+  // Whether Stop() hands a dead sandbox to the worker for a rebuild.
+  bool WantsRebuild(const Live& live) const;
+  void Rebuild(const std::shared_ptr<Live>& dead);
+  void CheckRecoverySnapshots(const std::shared_ptr<Live>& live, int64_t now);
 
   DaemonConfig config_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<KeeperClient> keeper_;
   NetnsPool netns_pool_{4};
   std::unique_ptr<EgressProxy> egress_;
+  std::mutex recovery_mu_;
+  std::condition_variable recovery_cv_;
+  std::deque<std::pair<std::shared_ptr<Live>, bool>> recovery_work_;  // (live, rebuild?)
+  std::thread recovery_;
   std::mutex snapshot_mu_;  // one snapshot at a time; guards pool_
   std::optional<storage::Pool> pool_;
 

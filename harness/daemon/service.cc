@@ -255,6 +255,11 @@ class Service final : public v1::Airlock::Service {
     out->set_stdout_truncated(o_cut);
     out->set_stderr_truncated(e_cut);
     out->set_pid(cmd->pid());
+    {
+      std::lock_guard lock(live->mu);
+      out->set_generation(live->info.generation());
+    }
+    m_->AfterRun(live);
     return Status::OK;
   }
 

@@ -265,6 +265,8 @@ class SandboxInfo:
     hostname: str
     seccomp_profile: str
     egress: dict[str, Any] = field(default_factory=dict)  # allow, secrets, transparent (network PROXY)
+    generation: int = 1  # one more each time recovery rebuilt it from a snapshot
+    rebuilt_from: str = ""
     exposed_ports: dict[int, str] = field(default_factory=dict)  # sandbox port -> "host:port"
 
     @classmethod
@@ -277,7 +279,8 @@ class SandboxInfo:
                    hostname=m.hostname, seccomp_profile=m.seccomp_profile,
                    egress={"allow": list(m.egress.allow), "secrets": list(m.egress.secrets),
                            "transparent": m.egress.transparent},
-                   exposed_ports={p.port: p.host_address for p in m.exposed_ports})
+                   exposed_ports={p.port: p.host_address for p in m.exposed_ports},
+                   generation=m.generation, rebuilt_from=m.rebuilt_from)
 
 
 @dataclass
@@ -327,6 +330,7 @@ class ExecResult:
     exec_error: str
     reported_by: str
     pid: int
+    generation: int = 0  # the sandbox's when it ran (see SandboxInfo.generation)
 
     @property
     def truncated(self) -> bool:
@@ -668,7 +672,8 @@ class AirlockClient:
                limits: Union[Limits, Mapping[str, Any], None] = None, labels: Optional[Mapping[str, str]] = None,
                lifetime_ms: int = 0, idle_timeout_ms: int = 0, *, hostname: str = "", seccomp_profile: str = "",
                network: str = "", egress: Optional[Mapping[str, Any]] = None,
-               expose_ports: Sequence[int] = (), snapshots: bool = False) -> "Session":
+               expose_ports: Sequence[int] = (), snapshots: bool = False,
+               recovery: Optional[Mapping[str, Any]] = None) -> "Session":
         """Builds and starts a sandbox (image default "host"); returns once it runs commands.
 
         network="proxy" with egress={"allow": [...], "secrets": [...], "transparent": bool}:
@@ -696,6 +701,14 @@ class AirlockClient:
             req.egress.transparent = bool(egress.get("transparent", False))
         req.expose_ports.extend(expose_ports)
         req.snapshots = snapshots
+        if recovery is not None:
+            unknown = set(recovery) - {"rebuild", "max_rebuilds", "snapshot_every_ms", "snapshot_after_exec"}
+            if unknown:
+                raise ValueError(f"recovery: unknown keys {sorted(unknown)}")
+            req.recovery.rebuild = bool(recovery.get("rebuild", False))
+            req.recovery.max_rebuilds = int(recovery.get("max_rebuilds", 0))
+            req.recovery.snapshot_every_ms = int(recovery.get("snapshot_every_ms", 0))
+            req.recovery.snapshot_after_exec = bool(recovery.get("snapshot_after_exec", False))
         info = SandboxInfo._from(pb, _call(self._stub.Create, req))
         return Session(self, info)
 
@@ -881,7 +894,7 @@ class Session:
         return ExecResult(exit_code=e.code, signal=e.signal, stdout=r.stdout, stderr=r.stderr, timed_out=e.timed_out,
                           oom_killed=e.oom_killed, stdout_truncated=r.stdout_truncated,
                           stderr_truncated=r.stderr_truncated, exec_error=e.exec_error, reported_by=e.reported_by,
-                          pid=r.pid)
+                          pid=r.pid, generation=r.generation)
 
     def exec_stream(self, argv: Argv, *, env: Optional[Mapping[str, str]] = None, cwd: str = "", user: str = "",
                     timeout_ms: int = 0, stdin: bool = False, tty: bool = False, rows: int = 0,
