@@ -229,6 +229,7 @@ class Service final : public v1::Airlock::Service {
     // The caller half-closes once it has the exit; one that doesn't is cut off.
     if (reader_done.wait_for(std::chrono::seconds(1)) != std::future_status::ready) ctx->TryCancel();
     reader.join();
+    m_->AfterRun(live);
     return Status::OK;
   }
 
