@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <optional>
+#include <mutex>
 
 #include "runtime/cgroups/cgroup.h"
 #include "runtime/cgroups/internal.h"
@@ -320,7 +322,21 @@ Result<Layout> ParseLayout(std::string_view mountinfo,
 Result<Layout> DetectLayout() {
   std::string mountinfo = TRY(internal::ReadFile("/proc/self/mountinfo"));
   std::string self = TRY(internal::ReadFile("/proc/self/cgroup"));
-  return ParseLayout(mountinfo, self);
+  // Both read every time (they are what decides), parsed only when they
+  // changed: a daemon launching sandboxes sees the same two files each time.
+  static std::mutex mu;
+  static std::string last_mountinfo, last_self;
+  static std::optional<Layout> last;
+  {
+    std::lock_guard lock(mu);
+    if (last && mountinfo == last_mountinfo && self == last_self) return *last;
+  }
+  Layout layout = TRY(ParseLayout(mountinfo, self));
+  std::lock_guard lock(mu);
+  last_mountinfo = std::move(mountinfo);
+  last_self = std::move(self);
+  last = layout;
+  return layout;
 }
 
 }  // namespace airlock::cgroups
