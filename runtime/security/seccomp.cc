@@ -19,7 +19,6 @@
 #include <cstring>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -770,36 +769,6 @@ Result<std::string> ProfilePath(const std::string& name_or_path, const std::stri
 Result<Program> LoadCached(const std::string& name_or_path, const std::string& profiles_dir,
                            const std::string& cache_dir) {
   std::string path = TRY(ProfilePath(name_or_path, profiles_dir));
-  // A long-lived caller (airlockd) launches with the same profile over and
-  // over: while the file is the same one, unchanged (device, inode, size,
-  // mtime, ctime), the program compiled from it is reused without reading
-  // the profile or the cache file again (~80 us per launch).
-  struct Memo {
-    dev_t dev;
-    ino_t ino;
-    off_t size;
-    timespec mtime, ctime;
-    Program program;
-  };
-  static std::mutex memo_mu;
-  static std::map<std::string, Memo> memo;
-  struct stat st;
-  const bool stated = stat(path.c_str(), &st) == 0;
-  auto same = [&](const Memo& m) {
-    return m.dev == st.st_dev && m.ino == st.st_ino && m.size == st.st_size &&
-           m.mtime.tv_sec == st.st_mtim.tv_sec && m.mtime.tv_nsec == st.st_mtim.tv_nsec &&
-           m.ctime.tv_sec == st.st_ctim.tv_sec && m.ctime.tv_nsec == st.st_ctim.tv_nsec;
-  };
-  if (stated) {
-    std::lock_guard lock(memo_mu);
-    auto it = memo.find(path + "\n" + cache_dir);
-    if (it != memo.end() && same(it->second)) return it->second.program;
-  }
-  auto remember = [&](const Program& prog) {
-    if (!stated) return;
-    std::lock_guard lock(memo_mu);
-    memo[path + "\n" + cache_dir] = Memo{st.st_dev, st.st_ino, st.st_size, st.st_mtim, st.st_ctim, prog};
-  };
   std::string text = TRY(ReadFileLimited(path, kMaxProfileBytes, 0));
   std::string key = CacheKey(text);
   TRY(EnsureCacheDir(cache_dir));
@@ -808,10 +777,7 @@ Result<Program> LoadCached(const std::string& name_or_path, const std::string& p
   // Anything short of an intact file for this key (missing, truncated,
   // another key, bad checksum) is a miss, and the file gets rewritten.
   if (auto cached = ReadFileLimited(cache_path, 1 << 20, O_NOFOLLOW)) {
-    if (auto prog = DecodeCache(*cached, key)) {
-      remember(*prog);
-      return std::move(*prog);
-    }
+    if (auto prog = DecodeCache(*cached, key)) return std::move(*prog);
   }
 
   auto profile = ParseProfile(text);
@@ -822,7 +788,6 @@ Result<Program> LoadCached(const std::string& name_or_path, const std::string& p
   }
   Program prog = TRY(Compile(*profile));
   TRY(WriteAtomically(cache_path, EncodeCache(prog)));
-  remember(prog);
   return prog;
 }
 
