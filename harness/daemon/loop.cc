@@ -159,6 +159,11 @@ void Manager::Shutdown() {
   if (recovery_.joinable()) recovery_.join();
   if (refill_.joinable()) refill_.join();
   if (loop_.joinable()) loop_.join();
+  // A rebuild the loop queued as the recovery worker stopped: torn down
+  // only, like those the worker dropped (the next daemon rebuilds them).
+  for (auto& [live, rebuild] : recovery_work_)
+    if (rebuild) (void)live->Teardown();
+  recovery_work_.clear();
   for (auto& live : warm_) (void)live->Teardown();
   warm_.clear();
   std::map<std::string, std::shared_ptr<Live>> live;
