@@ -107,7 +107,7 @@ Result<void> Manager::Start() {
       ghost->owner = row.owner;
       ghost->info = info;
       ghost->recovery = request.recovery();
-      recovery_work_.emplace_back(ghost, true);
+      recovery_work_.push_back({ghost, true, 0});
     }
   }
   // Held but unknown to the store (the daemon died between starting it and
@@ -161,8 +161,8 @@ void Manager::Shutdown() {
   if (loop_.joinable()) loop_.join();
   // A rebuild the loop queued as the recovery worker stopped: torn down
   // only, like those the worker dropped (the next daemon rebuilds them).
-  for (auto& [live, rebuild] : recovery_work_)
-    if (rebuild) (void)live->Teardown();
+  for (auto& w : recovery_work_)
+    if (w.rebuild) (void)w.live->Teardown();
   recovery_work_.clear();
   for (auto& live : warm_) (void)live->Teardown();
   warm_.clear();
@@ -321,7 +321,15 @@ void Manager::Stop(const std::shared_ptr<Live>& live, v1::EventType event, const
   if (event == v1::EVENT_TYPE_EXITED && WantsRebuild(*live)) {
     {
       std::lock_guard lock(recovery_mu_);
-      recovery_work_.emplace_back(live, true);
+      // A sandbox that keeps dying is rebuilt ever more slowly: its first
+      // death at once, then after 1 s, 2 s, 4 s ... (at most 30 s).
+      uint64_t generation;
+      {
+        std::lock_guard l(live->mu);
+        generation = live->info.generation() ? live->info.generation() : 1;
+      }
+      const int64_t backoff = generation <= 1 ? 0 : std::min<int64_t>(int64_t{1000} << std::min<uint64_t>(generation - 2, 5), 30000);
+      recovery_work_.push_back({live, true, NowUnixMs() + backoff});
     }
     recovery_cv_.notify_all();
     return;

@@ -213,7 +213,12 @@ class Manager {
   std::unique_ptr<EgressProxy> egress_;
   std::mutex recovery_mu_;
   std::condition_variable recovery_cv_;
-  std::deque<std::pair<std::shared_ptr<Live>, bool>> recovery_work_;  // (live, rebuild?)
+  struct RecoveryWork {
+    std::shared_ptr<Live> live;
+    bool rebuild = false;  // else a snapshot
+    int64_t due_ms = 0;    // not before (a rebuild's back-off)
+  };
+  std::deque<RecoveryWork> recovery_work_;
   std::thread recovery_;
   std::mutex snapshot_mu_;  // one snapshot at a time; guards pool_
   std::optional<storage::Pool> pool_;

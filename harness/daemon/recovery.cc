@@ -5,6 +5,8 @@
 // loop that hears every sandbox's init.
 #include <pwd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 
 #include "harness/daemon/manager.h"
@@ -24,7 +26,7 @@ void Manager::QueueSnapshot(const std::shared_ptr<Live>& live) {
   if (live->snapshot_queued.exchange(true)) return;  // one at a time per sandbox
   {
     std::lock_guard lock(recovery_mu_);
-    recovery_work_.emplace_back(live, false);
+    recovery_work_.push_back({live, false, 0});
   }
   recovery_cv_.notify_all();
 }
@@ -40,22 +42,32 @@ void Manager::CheckRecoverySnapshots(const std::shared_ptr<Live>& live, int64_t 
 
 void Manager::RecoveryLoop() {
   for (;;) {
-    std::pair<std::shared_ptr<Live>, bool> work;
+    RecoveryWork work;
     {
       std::unique_lock lock(recovery_mu_);
-      recovery_cv_.wait(lock, [&] { return stopping_ || !recovery_work_.empty(); });
-      if (stopping_) {
-        // Sandboxes waiting for a rebuild are only torn down: the next
-        // daemon finds them stopped and rebuilds them (Start).
-        for (auto& [live, rebuild] : recovery_work_)
-          if (rebuild) (void)live->Teardown();
-        recovery_work_.clear();
-        return;
+      for (;;) {
+        if (stopping_) {
+          // Sandboxes waiting for a rebuild are only torn down: the next
+          // daemon finds them stopped and rebuilds them (Start).
+          for (auto& w : recovery_work_)
+            if (w.rebuild) (void)w.live->Teardown();
+          recovery_work_.clear();
+          return;
+        }
+        // The first item that is due; else wait for the earliest (or news).
+        auto due = std::min_element(recovery_work_.begin(), recovery_work_.end(),
+                                    [](const RecoveryWork& a, const RecoveryWork& b) { return a.due_ms < b.due_ms; });
+        if (due != recovery_work_.end() && due->due_ms <= NowUnixMs()) {
+          work = std::move(*due);
+          recovery_work_.erase(due);
+          break;
+        }
+        if (due == recovery_work_.end()) recovery_cv_.wait(lock);
+        else recovery_cv_.wait_for(lock, std::chrono::milliseconds(due->due_ms - NowUnixMs()));
       }
-      work = std::move(recovery_work_.front());
-      recovery_work_.pop_front();
     }
-    auto& [live, rebuild] = work;
+    auto& live = work.live;
+    const bool rebuild = work.rebuild;
     if (rebuild) {
       Rebuild(live);
       continue;

@@ -103,3 +103,25 @@ def test_rebuilt_after_airlockd_restarts_without_it(base_dir):
         status = d.stop()
     assert status == 0, d.log_tail()
     assert not d.leftovers()
+
+
+def test_a_sandbox_that_keeps_dying_is_backed_off_then_parked(client):
+    s = client.create(recovery={"rebuild": True, "max_rebuilds": 2}, labels={"test": "recovery"})
+    try:
+        s.snapshot()
+        os.kill(init_pid(s.id), signal.SIGKILL)
+        wait_for(lambda: client.get(s.id).generation == 2 and client.get(s.id).state == "RUNNING")
+        t = time.monotonic()
+        os.kill(init_pid(s.id), signal.SIGKILL)
+        wait_for(lambda: client.get(s.id).generation == 3 and client.get(s.id).state == "RUNNING")
+        assert time.monotonic() - t >= 1.0  # the second rebuild waited its back-off
+        os.kill(init_pid(s.id), signal.SIGKILL)
+        info = wait_for(lambda: (lambda i: i if "not rebuilt" in i.stop_reason else None)(client.get(s.id)))
+        assert info.state == "STOPPED" and "max_rebuilds 2" in info.stop_reason, info.stop_reason
+    finally:
+        try:
+            s.delete()
+        except Exception:
+            pass
+        for x in client.list_snapshots(s.id):
+            client.delete_snapshot(x.id)
