@@ -171,37 +171,21 @@ bool HeaderHasToken(const Headers& headers, std::string_view name, std::string_v
   return false;
 }
 
+// The address literal `host` names (policy.h's strict parser), if it is one.
 bool IsLiteral(const std::string& host, sockaddr_storage* out, uint16_t port) {
-  sockaddr_storage ss{};
-  auto* v4 = reinterpret_cast<sockaddr_in*>(&ss);
-  auto* v6 = reinterpret_cast<sockaddr_in6*>(&ss);
-  if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons(port);
-  } else if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(port);
-  } else {
-    return false;
-  }
-  if (out) *out = ss;
+  auto ip = ParseIpLiteral(host);
+  if (!ip) return false;
+  if (out) *out = MakeSockaddr(*ip, port);
   return true;
 }
 
 std::string AddressText(const sockaddr_storage& ss) {
-  char buf[INET6_ADDRSTRLEN] = {};
-  if (ss.ss_family == AF_INET)
-    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&ss)->sin_addr, buf, sizeof(buf));
-  else
-    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_addr, buf, sizeof(buf));
-  return buf;
+  auto ip = AddressFromSockaddr(ss);
+  return ip ? FormatIp(*ip) : std::string();
 }
 
 void SetPort(sockaddr_storage& ss, uint16_t port) {
-  if (ss.ss_family == AF_INET)
-    reinterpret_cast<sockaddr_in*>(&ss)->sin_port = htons(port);
-  else
-    reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port = htons(port);
+  if (auto ip = AddressFromSockaddr(ss)) ss = MakeSockaddr(*ip, port);
 }
 
 class Connection {

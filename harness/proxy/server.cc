@@ -33,7 +33,6 @@ std::atomic<int> g_connections{0};
 
 // "a.b.c.d:port", "[v6]:port", or an address alone (port 0).
 Result<sockaddr_storage> ParseSockaddr(const std::string& text, uint16_t default_port) {
-  sockaddr_storage ss{};
   std::string host = text;
   uint16_t port = default_port;
   if (!text.empty() && text[0] == '[') {
@@ -49,18 +48,9 @@ Result<sockaddr_storage> ParseSockaddr(const std::string& text, uint16_t default
     host = text.substr(0, colon);
     port = static_cast<uint16_t>(std::stoul("0" + text.substr(colon + 1)));
   }
-  auto* v4 = reinterpret_cast<sockaddr_in*>(&ss);
-  auto* v6 = reinterpret_cast<sockaddr_in6*>(&ss);
-  if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons(port);
-  } else if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(port);
-  } else {
-    return Fail("address", "not an IP address: " + text);
-  }
-  return ss;
+  auto ip = ParseIpLiteral(host);
+  if (!ip) return Fail("address", "not an IP address: " + text);
+  return MakeSockaddr(*ip, port);
 }
 
 // Why a redirected connection is refused before anything else happens, if
