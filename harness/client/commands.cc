@@ -29,12 +29,13 @@ constexpr const char* kUsage =
     "  stats ID                         cpu, memory, pids, disk\n"
     "  events [--since SEQ] [ID]        follow events until ^C\n"
     "  cp SRC DST                       copy files in or out (one side ID:/path)\n"
-    "  snapshot ID [--keep-last N]      snapshot its writable layer (needs create --snapshots)\n"
+    "  snapshot ID [--full]             snapshot its writable layer (needs create --snapshots;\n"
+    "                                   --full: its processes too, needs --checkpointable)\n"
     "  snapshots [ID]                   list snapshots\n"
     "  restore SNAP / fork SNAP N       new sandboxes on copies of a snapshot\n"
     "  rmsnap SNAP...                   delete snapshots\n"
     "  snapshot-export SNAP FILE|-      a snapshot as one checksummed archive\n"
-    "  snapshot-import FILE|-           and back (filesystem only)\n"
+    "  snapshot-import FILE|-           and back (processes only if sealed by this daemon's key)\n"
     "\n"
     "Every command takes --socket PATH (default $AIRLOCK_SOCKET, else\n"
     "/run/airlock/airlockd.sock) and --json (machine-readable output); see\n"
@@ -61,6 +62,8 @@ constexpr const char* kCreateUsage =
     "  --hostname NAME        hostname inside (default: sandbox)\n"
     "  --snapshots            keep the writable layer on the pool, so `airlock snapshot`\n"
     "                         works (implied by --disk)\n"
+    "  --checkpointable       namespaces CRIU can dump: `airlock snapshot --full` then\n"
+    "                         checkpoints its processes too (not with --network proxy)\n"
     "  --network MODE         none (default: loopback only) or proxy: out only through\n"
     "                         the daemon's egress proxy (docs/egress.md)\n"
     "  --allow DEST           proxy: allow a destination: host, *.suffix, host:port,\n"
@@ -129,6 +132,7 @@ Result<v1::CreateRequest> BuildCreate(const ParsedArgs& a) {
   if (auto v = a.Last("--idle-timeout")) req.set_idle_timeout_ms(TRY(ParseDurationMs("--idle-timeout", *v)));
   if (auto v = a.Last("--hostname")) req.set_hostname(*v);
   req.set_snapshots(a.Has("--snapshots"));
+  req.set_checkpointable(a.Has("--checkpointable"));
   if (auto v = a.Last("--network")) {
     if (*v == "none") req.set_network(v1::NETWORK_MODE_NONE);
     else if (*v == "proxy") req.set_network(v1::NETWORK_MODE_PROXY);
@@ -194,6 +198,7 @@ int CreateCommand(const Globals& g0, const std::vector<std::string>& args) {
                          {"--pids", 0, true}, {"--cpus", 0, true}, {"--disk", 0, true}, {"--nofile", 0, true},
                          {"--seccomp", 0, true}, {"--label", 'l', true}, {"--lifetime", 0, true},
                          {"--idle-timeout", 0, true}, {"--hostname", 0, true}, {"--snapshots", 0, false},
+                         {"--checkpointable", 0, false},
                          {"--network", 0, true}, {"--allow", 0, true}, {"--secret", 0, true},
                          {"--transparent", 0, false}, {"--expose", 0, true}},
                         kCreateUsage, false, &g, &a, &code))

@@ -13,18 +13,22 @@ namespace airlock::client {
 namespace {
 
 constexpr const char* kSnapshotUsage =
-    "usage: airlock snapshot ID [--label K=V]... [--keep-last N] [--json]\n"
+    "usage: airlock snapshot ID [--label K=V]... [--keep-last N] [--full] [--json]\n"
     "\n"
     "Snapshots the sandbox's writable layer (the workspace included; not output\n"
     "directories bound to the host) and prints the snapshot's id. The sandbox\n"
     "is frozen only while the snapshot is taken. Nothing changed since its last\n"
-    "snapshot: that one again. --keep-last N keeps only its newest N.\n";
+    "snapshot: that one again. --keep-last N keeps only its newest N.\n"
+    "--full: its processes too, checkpointed with CRIU (a sandbox created\n"
+    "--checkpointable); a restore continues them.\n";
 constexpr const char* kSnapshotsUsage = "usage: airlock snapshots [ID] [--json]\n";
 constexpr const char* kRestoreUsage =
-    "usage: airlock restore SNAP [--label K=V]... [--json]\n"
+    "usage: airlock restore SNAP [--label K=V]... [--filesystem-only] [--json]\n"
     "\n"
     "Creates a sandbox on a writable copy of the snapshot (the source's image,\n"
-    "limits and network) and prints its id.\n";
+    "limits and network) and prints its id. A full snapshot's processes come\n"
+    "back too, in the id range of the sandbox it was taken of (which must be\n"
+    "gone), unless --filesystem-only.\n";
 constexpr const char* kForkUsage = "usage: airlock fork SNAP N [--label K=V]... [--json]   (N: 1-32)\n";
 constexpr const char* kRmsnapUsage = "usage: airlock rmsnap SNAP... [--json]\n";
 constexpr const char* kExportUsage =
@@ -39,7 +43,9 @@ void Print(const std::string& text) {
   fflush(stdout);
 }
 
-std::string SnapshotLine(const v1::SnapshotInfo& s) { return s.id() + (s.reused() ? " (unchanged)" : "") + "\n"; }
+std::string SnapshotLine(const v1::SnapshotInfo& s) {
+  return s.id() + (s.reused() ? " (unchanged)" : "") + (s.full() ? " (full)" : "") + "\n";
+}
 
 bool WriteAll(int fd, std::string_view d) {
   while (!d.empty()) {
@@ -130,7 +136,12 @@ int SnapshotCommand(const Globals& g0, const std::string& cmd, const std::vector
                       : cmd == "rmsnap"         ? kRmsnapUsage
                       : cmd == "snapshot-export" ? kExportUsage
                                                  : kImportUsage;
-  if (!ParseCommandArgs(args, {{"--label", 'l', true}, {"--keep-last", 0, true}}, usage, false, &g, &a, &code))
+  if (!ParseCommandArgs(args,
+                        {{"--label", 'l', true},
+                         {"--keep-last", 0, true},
+                         {"--full", 0, false},
+                         {"--filesystem-only", 0, false}},
+                        usage, false, &g, &a, &code))
     return code;
   const auto& pos = a.positional;
   auto usage_error = [&] { return Failed(std::string(usage).substr(0, std::string(usage).find('\n'))); };
@@ -148,6 +159,7 @@ int SnapshotCommand(const Globals& g0, const std::string& cmd, const std::vector
     v1::SnapshotRequest req;
     req.set_sandbox_id(pos[0]);
     *req.mutable_labels() = labels;
+    req.set_full(a.Has("--full"));
     if (auto k = a.Last("--keep-last")) {
       char* end = nullptr;
       unsigned long n = strtoul(k->c_str(), &end, 10);
@@ -166,10 +178,11 @@ int SnapshotCommand(const Globals& g0, const std::string& cmd, const std::vector
     st = conn.stub().ListSnapshots(&ctx, req, &resp);
     if (!st.ok()) return Failed(StatusMessage(st, g.socket));
     if (g.json) return Print(ToJson(resp, true) + "\n"), 0;
-    std::vector<std::vector<std::string>> rows{{"SNAPSHOT", "SANDBOX", "IMAGE", "BYTES", "CREATED"}};
+    std::vector<std::vector<std::string>> rows{{"SNAPSHOT", "SANDBOX", "IMAGE", "KIND", "BYTES", "CREATED"}};
     const int64_t now = static_cast<int64_t>(time(nullptr)) * 1000;
     for (const auto& s : resp.snapshots())
-      rows.push_back({s.id(), s.sandbox_id(), s.image(), std::to_string(s.bytes()), Ago(s.created_unix_ms(), now)});
+      rows.push_back({s.id(), s.sandbox_id(), s.image(), s.full() ? "full" : "files", std::to_string(s.bytes()),
+                      Ago(s.created_unix_ms(), now)});
     Print(FormatTable(rows));
   } else if (cmd == "restore" || cmd == "fork") {
     if (pos.size() != (cmd == "fork" ? 2u : 1u)) return usage_error();
@@ -177,6 +190,7 @@ int SnapshotCommand(const Globals& g0, const std::string& cmd, const std::vector
       v1::RestoreRequest req;
       req.set_snapshot_id(pos[0]);
       *req.mutable_labels() = labels;
+      req.set_filesystem_only(a.Has("--filesystem-only"));
       v1::Sandbox s;
       st = conn.stub().Restore(&ctx, req, &s);
       if (!st.ok()) return Failed(StatusMessage(st, g.socket));

@@ -5,6 +5,8 @@
 
 #include <expected>
 #include <string>
+#include <type_traits>
+#include <utility>
 
 #include "runtime/core/error.h"
 
@@ -62,6 +64,17 @@ inline std::unexpected<ApiError> FromError(const Error& e, const std::string& co
     default: break;
   }
   return ApiFail(code, context.empty() ? e.Message() : context + ": " + e.Message());
+}
+
+// A runtime Result at the API edge: its value, or FromError(its error).
+template <typename T>
+ApiResult<T> FromResult(Result<T> r, const std::string& context = {}) {
+  if (!r) return FromError(r.error(), context);
+  if constexpr (std::is_void_v<T>) {
+    return {};
+  } else {
+    return std::move(*r);
+  }
 }
 
 }  // namespace airlock::daemon

@@ -88,8 +88,14 @@ Result<cli::RunImage> Manager::ResolveImage(const std::string& name) {
 }
 
 ApiResult<std::shared_ptr<Live>> Manager::Launch(const Caller& caller, const v1::CreateRequest& request,
-                                                 const std::string& id, const std::string& from_snapshot) {
+                                                 const std::string& id, const std::string& from_snapshot,
+                                                 const FullRestore* full) {
   CreatePlan plan = TRY(PlanCreate(request, config_.allowed_roots, caller.uid, caller.gid));
+  if (request.checkpointable() && plan.proxy)
+    return BadField("create.checkpointable", "not with network mode proxy (CRIU can't dump the egress relay's "
+                                             "channel yet); use network none");
+  if (request.recovery().full() && !request.checkpointable())
+    return BadField("create.recovery.full", "full snapshots need a checkpointable sandbox (create.checkpointable)");
   // A snapshot's layer already holds what host_copy entries copied.
   if (!from_snapshot.empty()) plan.seeds.clear();
   auto image = ResolveImage(plan.image);
@@ -101,7 +107,7 @@ ApiResult<std::shared_ptr<Live>> Manager::Launch(const Caller& caller, const v1:
   for (const auto& b : image->binds) spec.image_binds.push_back({b.source, b.target});
   spec.mounts = plan.mounts;
   spec.seeds = plan.seeds;
-  spec.on_pool = request.snapshots() || request.has_recovery();
+  spec.on_pool = request.snapshots() || request.has_recovery() || request.checkpointable();
   spec.from_snapshot = from_snapshot;
   spec.hostname = plan.hostname;
   spec.limits = plan.limits;
@@ -130,9 +136,14 @@ ApiResult<std::shared_ptr<Live>> Manager::Launch(const Caller& caller, const v1:
   LaunchOptions options;
   options.oneshot = false;
   options.timings = config_.timings;
-  UniqueFd netns = netns_pool_.Take();
+  // A checkpointable sandbox's network namespace must be its user
+  // namespace's: made by its child, not borrowed from the pool.
+  options.checkpointable = request.checkpointable();
+  UniqueFd netns = options.checkpointable ? UniqueFd() : netns_pool_.Take();
   options.netns = netns ? netns.get() : -1;
-  auto sandbox = Sandbox::Start(spec, config_.paths, options);
+  auto sandbox = full ? Sandbox::Restore(spec, RestoreRequest{full->images_dir_fd, "", full->id_base, full->channel_key},
+                                         config_.paths, options)
+                      : Sandbox::Start(spec, config_.paths, options);
   if (!sandbox) return FromError(sandbox.error(), "create");
   if (config_.timings) {
     std::string line = "airlockd-timing " + id;
@@ -172,6 +183,9 @@ ApiResult<std::shared_ptr<Live>> Manager::Launch(const Caller& caller, const v1:
   info.set_hostname(plan.hostname);
   info.set_seccomp_profile(plan.seccomp_profile);
   info.set_generation(1);
+  info.set_checkpointable(request.checkpointable());
+  info.set_processes_restored(full != nullptr);
+  for (const auto& w : live->sandbox->restore_warnings()) fprintf(stderr, "airlockd: %s: %s\n", id.c_str(), w.c_str());
   live->recovery = request.recovery();
   return live;
 }
@@ -182,7 +196,8 @@ ApiResult<v1::Sandbox> Manager::Create(const Caller& caller, const v1::CreateReq
 }
 
 ApiResult<v1::Sandbox> Manager::CreateSandbox(const Caller& caller, const v1::CreateRequest& request,
-                                              const std::string& from_snapshot, const std::string& given_id) {
+                                              const std::string& from_snapshot, const std::string& given_id,
+                                              const FullRestore* full) {
   {
     std::lock_guard lock(mu_);
     if (live_.size() >= config_.max_sandboxes)
@@ -205,7 +220,7 @@ ApiResult<v1::Sandbox> Manager::CreateSandbox(const Caller& caller, const v1::Cr
     info.set_idle_timeout_ms(request.idle_timeout_ms());
     live->Touch();
   } else {
-    live = TRY(Launch(caller, request, given_id.empty() ? NewSandboxId() : given_id, from_snapshot));
+    live = TRY(Launch(caller, request, given_id.empty() ? NewSandboxId() : given_id, from_snapshot, full));
   }
   const std::string id = live->id;
   // The loop hears the new init from here on; the manifest's in-sandbox

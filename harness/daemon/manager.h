@@ -178,11 +178,34 @@ class Manager {
   void EmitEgress(const std::string& sandbox_id, uid_t owner, const std::string& message, const std::string& audit);
   void Append(const EventRow& row);
   void Persist(const std::shared_ptr<Live>& live);
+  // A full snapshot's processes, to restore instead of starting init
+  // (verified: its seal checked under the daemon's key).
+  struct FullRestore {
+    int images_dir_fd = -1;
+    uint32_t id_base = 0;
+    std::string channel_key;
+  };
   ApiResult<std::shared_ptr<Live>> Launch(const Caller& caller, const v1::CreateRequest& request,
-                                          const std::string& id, const std::string& from_snapshot);
-  // Create, or (from_snapshot) a sandbox on a writable copy of a snapshot.
+                                          const std::string& id, const std::string& from_snapshot,
+                                          const FullRestore* full = nullptr);
+  // Create, or (from_snapshot) a sandbox on a writable copy of a snapshot,
+  // its processes restored too with `full`.
   ApiResult<v1::Sandbox> CreateSandbox(const Caller& caller, const v1::CreateRequest& request,
-                                       const std::string& from_snapshot, const std::string& id = {});
+                                       const std::string& from_snapshot, const std::string& id = {},
+                                       const FullRestore* full = nullptr);
+  // A sandbox built from snapshot `row` in the shape `create` (under `id`,
+  // or a new one): with its processes when the snapshot is full, unless
+  // `filesystem_only`.
+  ApiResult<v1::Sandbox> RestoreFrom(const Caller& caller, const SnapshotRow& row, const v1::CreateRequest& create,
+                                     const std::string& id, bool filesystem_only);
+  // Full snapshots: whether CRIU can run here (asked once), the sealing
+  // key, and where a snapshot's process images live.
+  Result<void> CriuUsable();
+  Result<std::string> SealKey();
+  std::string CheckpointDir(const std::string& snapshot_id) const;
+  void RemoveCheckpointImages(const std::string& snapshot_id);
+  ApiResult<v1::SnapshotInfo> FullSnapshot(const std::shared_ptr<Live>& live, const std::string& id,
+                                           uint64_t flush_ns);
   Result<storage::Pool*> SnapshotPool();
   // Deletes pool snapshots no stored snapshot names (a crash between taking
   // one and recording it, or deleting one); called at start.
@@ -222,6 +245,9 @@ class Manager {
   std::thread recovery_;
   std::mutex snapshot_mu_;  // one snapshot at a time; guards pool_
   std::optional<storage::Pool> pool_;
+  std::mutex criu_mu_;  // guards what follows
+  std::optional<Result<void>> criu_usable_;
+  std::string seal_key_;
 
   std::mutex mu_;  // guards live_, stopped_
   std::map<std::string, std::shared_ptr<Live>> live_;

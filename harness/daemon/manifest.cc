@@ -147,7 +147,7 @@ bool HasCommonShape(const v1::CreateRequest& r) {
   if (l.memory_bytes() || l.pids() || l.cpus() != 0 || l.disk_bytes() || l.nofile()) return false;
   if (!r.seccomp_profile().empty() && r.seccomp_profile() != "default") return false;
   if (r.network() != v1::NETWORK_MODE_UNSPECIFIED && r.network() != v1::NETWORK_MODE_NONE) return false;
-  if (r.snapshots()) return false;
+  if (r.snapshots() || r.checkpointable() || r.has_recovery()) return false;
   if (!r.hostname().empty() && r.hostname() != "sandbox") return false;
   if (!r.manifest().root().empty() && r.manifest().root() != "/workspace") return false;
   for (const auto& e : r.manifest().entries())

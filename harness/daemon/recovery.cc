@@ -84,7 +84,15 @@ void Manager::RecoveryLoop() {
     req.set_keep_last(kRecoveryKeepLast);
     (*req.mutable_labels())["airlock.recovery"] = "1";
     Caller root{0, 0, 0};
+    req.set_full(live->recovery.full());
     auto taken = Snapshot(root, req);
+    if (!taken && req.full() && taken.error().code == Code::kFailedPrecondition) {
+      // Its files at least: a rebuild then loses only the processes.
+      Emit(live->id, live->owner, v1::EVENT_TYPE_SNAPSHOT,
+           "full snapshot not possible, filesystem only: " + taken.error().message);
+      req.set_full(false);
+      taken = Snapshot(root, req);
+    }
     live->last_snapshot_ms = NowUnixMs();
     if (!taken) fprintf(stderr, "airlockd: recovery snapshot of %s: %s\n", live->id.c_str(), taken.error().message.c_str());
   }
@@ -122,7 +130,15 @@ void Manager::Rebuild(const std::shared_ptr<Live>& dead) {
   // The owner's own access checks host paths again, as at create.
   Caller owner{dead->owner, dead->owner, 0};
   if (passwd* pw = getpwuid(dead->owner)) owner.gid = pw->pw_gid;
-  auto made = CreateSandbox(owner, create, last->id, id);
+  // Full: its processes come back too; if they can't (CRIU, the seal), its
+  // files still do.
+  std::string processes = "its processes";
+  auto made = RestoreFrom(owner, *last, create, id, false);
+  if (made && snap.full()) processes = "its processes came back as they were then; ";
+  if (!made && snap.full()) {
+    processes = "its processes (not restored: " + made.error().message + ")";
+    made = RestoreFrom(owner, *last, create, id, true);
+  }
   if (!made) return not_rebuilt(made.error().message);
   auto live = Find(Caller{0, 0, 0}, id);
   if (!live) return not_rebuilt(live.error().message);
@@ -138,9 +154,11 @@ void Manager::Rebuild(const std::shared_ptr<Live>& dead) {
   Persist(*live);
   const int64_t age_s = (NowUnixMs() - snap.created_unix_ms()) / 1000;
   Emit(id, dead->owner, v1::EVENT_TYPE_REHYDRATED,
-       "rebuilt from snapshot " + last->id + " (generation " + std::to_string(generation + 1) +
-           "): its processes and what changed in the last " + std::to_string(age_s) +
-           " s, since that snapshot, are lost");
+       "rebuilt from snapshot " + last->id + " (generation " + std::to_string(generation + 1) + "): " +
+           (made->processes_restored() ? processes + "what changed in the last " + std::to_string(age_s) +
+                                             " s, since that snapshot, is lost"
+                                       : processes + " and what changed in the last " + std::to_string(age_s) +
+                                             " s, since that snapshot, are lost"));
 }
 
 }  // namespace airlock::daemon

@@ -1,13 +1,20 @@
 #include "harness/daemon/snapshot_archive.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <map>
+#include <vector>
+
 #include "images/oci/export.h"
 #include "images/oci/layer_extract.h"
 #include "images/oci/tar_reader.h"
+#include "harness/daemon/checkpoint_seal.h"
 #include "runtime/core/hex.h"
+#include "runtime/core/sha256.h"
 
 namespace airlock::daemon {
 
@@ -15,6 +22,7 @@ namespace {
 
 constexpr char kLayerMember[] = "layer.tar";
 constexpr char kManifestMember[] = "airlock-snapshot.json";
+constexpr char kImagesPrefix[] = "criu/";
 constexpr uint64_t kMaxManifest = 1 << 20;
 
 Result<std::string> Unhex(const std::string& hex) {
@@ -44,11 +52,48 @@ class MemberSource : public images::ByteSource {
   images::TarReader& r_;
 };
 
+bool WriteAllFd(int fd, std::string_view d) {
+  while (!d.empty()) {
+    ssize_t n = write(fd, d.data(), d.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    d.remove_prefix(static_cast<size_t>(n));
+  }
+  return true;
+}
+
+// A process image's file name as an archive may carry it: one plain name.
+bool PlainName(const std::string& n) {
+  if (n.empty() || n == "." || n == ".." || n.size() > 200) return false;
+  return std::all_of(n.begin(), n.end(), [](char c) { return c > 0x20 && c < 0x7f && c != '/'; });
+}
+
+// Writes `fd`'s content (`size` bytes) as member `name`; returns its sha256.
+Result<std::string> CopyMember(images::TarWriter& out, const std::string& name, int fd, uint64_t size, const char* what) {
+  images::TarWriter::Header h;
+  h.name = name;
+  h.size = size;
+  h.mode = 0600;
+  TRY(out.Begin(h));
+  Sha256 sha;
+  std::string buf(images::TarWriter::kChunk, '\0');
+  for (off_t off = 0; static_cast<uint64_t>(off) < size;) {
+    ssize_t n = pread(fd, buf.data(), std::min<uint64_t>(buf.size(), size - static_cast<uint64_t>(off)), off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return Errno("read", what);
+    std::string_view chunk(buf.data(), static_cast<size_t>(n));
+    sha.Update(chunk);
+    TRY(out.Data(chunk));
+    off += n;
+  }
+  return sha.HexFinal();
+}
+
 }  // namespace
 
 Result<void> ExportSnapshotArchive(const std::string& snapshot_path, const std::string& tmp_dir,
                                    const nlohmann::json& meta, const std::string& request,
-                                   const images::TarSink& sink) {
+                                   const std::string& images_dir, const images::TarSink& sink) {
   UniqueFd tmp(open(tmp_dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
   if (!tmp) return Errno("open O_TMPFILE", tmp_dir);
   auto to_tmp = [&](std::string_view d) {
@@ -61,25 +106,38 @@ Result<void> ExportSnapshotArchive(const std::string& snapshot_path, const std::
     return true;
   };
   images::LayerTarInfo layer = TRY(images::WriteLayerTar(snapshot_path + "/upper", to_tmp));
+  images::TarWriter out(sink);
+  TRY(CopyMember(out, kLayerMember, tmp.get(), layer.size, "the snapshot's layer tar"));
+  // A full snapshot's process images (their seal among them), each checksummed.
+  nlohmann::json process_images = nlohmann::json::object();
+  if (!images_dir.empty()) {
+    std::vector<std::string> names;
+    if (DIR* listing = opendir(images_dir.c_str())) {
+      while (dirent* e = readdir(listing))
+        if (PlainName(e->d_name) && !IsCriuLog(e->d_name)) names.push_back(e->d_name);
+      closedir(listing);
+    } else {
+      return Errno("opendir", images_dir);
+    }
+    std::sort(names.begin(), names.end());
+    for (const auto& n : names) {
+      UniqueFd fd(open((images_dir + "/" + n).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+      struct stat st;
+      if (!fd || fstat(fd.get(), &st) < 0) return Errno("open", images_dir + "/" + n);
+      if (!S_ISREG(st.st_mode)) continue;
+      const uint64_t size = static_cast<uint64_t>(st.st_size);
+      std::string digest = TRY(CopyMember(out, kImagesPrefix + n, fd.get(), size, "a process image"));
+      process_images[n] = {{"digest", "sha256:" + digest}, {"size", size}};
+    }
+  }
   nlohmann::json manifest = {{"format", kSnapshotFormat},
                              {"layer", {{"digest", layer.digest}, {"size", layer.size}}},
                              {"snapshot", meta},
                              {"request", HexEncode(request)}};
+  if (!process_images.empty()) manifest["process_images"] = process_images;
   const std::string text = manifest.dump(2) + "\n";
-  images::TarWriter out(sink);
   images::TarWriter::Header h;
-  h.name = kLayerMember;
-  h.size = layer.size;
   h.mode = 0600;
-  TRY(out.Begin(h));
-  std::string buf(images::TarWriter::kChunk, '\0');
-  for (off_t off = 0; static_cast<uint64_t>(off) < layer.size;) {
-    ssize_t n = pread(tmp.get(), buf.data(), buf.size(), off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return Errno("read", "the snapshot's layer tar");
-    TRY(out.Data(std::string_view(buf.data(), static_cast<size_t>(n))));
-    off += n;
-  }
   h.name = kManifestMember;
   h.size = text.size();
   TRY(out.Begin(h));
@@ -89,7 +147,7 @@ Result<void> ExportSnapshotArchive(const std::string& snapshot_path, const std::
 }
 
 Result<ImportedSnapshot> ImportSnapshotArchive(images::ByteSource& src, storage::Pool& pool,
-                                               const std::string& staging) {
+                                               const std::string& staging, int images_dir_fd) {
   storage::Subvolume sub = TRY(pool.CreateSubvolume(staging, std::nullopt));
   auto imported = [&]() -> Result<ImportedSnapshot> {
     if (mkdirat(sub.dir.get(), "upper", 0755) < 0) return Errno("mkdir", sub.path + "/upper");
@@ -111,7 +169,31 @@ Result<ImportedSnapshot> ImportSnapshotArchive(images::ByteSource& src, storage:
     const std::string digest = hashed.Digest();
     const uint64_t size = hashed.count();
 
+    // Process images, if any: written as they come, checked against the
+    // manifest (which comes last) before anything is kept.
+    std::map<std::string, std::pair<std::string, uint64_t>> images_read;
     auto second = TRY(outer.Next());
+    while (second && second->name.starts_with(kImagesPrefix)) {
+      const std::string name = second->name.substr(sizeof(kImagesPrefix) - 1);
+      if (second->typeflag != '0' || !PlainName(name) || images_read.count(name))
+        return Fail("snapshot archive", "a bad process image member: " + second->name);
+      if (images_dir_fd < 0) return Fail("snapshot archive", "process images where none may be");
+      UniqueFd f(openat(images_dir_fd, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640));
+      if (!f) return Errno("create", "process image " + name);
+      Sha256 sha;
+      uint64_t got = 0;
+      std::string buf(1 << 20, '\0');
+      for (;;) {
+        size_t n = TRY(outer.ReadData(buf.data(), buf.size()));
+        if (n == 0) break;
+        sha.Update(std::string_view(buf.data(), n));
+        if (!WriteAllFd(f.get(), std::string_view(buf.data(), n))) return Errno("write", "process image " + name);
+        got += n;
+      }
+      if (got != second->size) return Fail("snapshot archive", "process image " + name + " cut short (truncated?)");
+      images_read[name] = {"sha256:" + sha.HexFinal(), got};
+      second = TRY(outer.Next());
+    }
     if (!second || second->name != kManifestMember || second->typeflag != '0')
       return Fail("snapshot archive", std::string("no ") + kManifestMember + " after the layer (truncated?)");
     if (second->size > kMaxManifest) return Fail("snapshot archive", std::string(kManifestMember) + " is too large");
@@ -143,7 +225,17 @@ Result<ImportedSnapshot> ImportSnapshotArchive(images::ByteSource& src, storage:
         j["layer"].value("size", uint64_t{0}) != size)
       return Fail("snapshot archive", "the layer's checksum doesn't match the manifest (" + digest + ", " +
                                           std::to_string(size) + " bytes read): the archive is corrupt");
+    const nlohmann::json listed = j.value("process_images", nlohmann::json::object());
+    if (!listed.is_object() || listed.size() != images_read.size())
+      return Fail("snapshot archive", "the process images don't match the manifest's list: the archive is corrupt");
+    for (const auto& [name, got] : images_read) {
+      if (!listed.contains(name) || !listed[name].is_object() || listed[name].value("digest", "") != got.first ||
+          listed[name].value("size", uint64_t{0}) != got.second)
+        return Fail("snapshot archive", "process image " + name + "'s checksum doesn't match the manifest: the "
+                                        "archive is corrupt");
+    }
     ImportedSnapshot out;
+    out.process_images = !images_read.empty();
     out.meta = j.value("snapshot", nlohmann::json::object());
     if (!out.meta.is_object()) return Fail("snapshot archive", "snapshot: not an object");
     out.request = TRY(Unhex(j.value("request", "")));

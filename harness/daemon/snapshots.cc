@@ -1,15 +1,20 @@
 // Filesystem snapshots: taken of a running sandbox's writable layer on the
 // pool, kept independently of it (a snapshot outlives its sandbox), and the
 // source of fresh sandboxes (Restore, Fork) built on writable copies of it.
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
 #include <set>
 
+#include "harness/daemon/checkpoint_seal.h"
 #include "harness/daemon/files.h"
 #include "harness/daemon/manager.h"
 #include "harness/daemon/snapshot_archive.h"
+#include "runtime/checkpoint/criu.h"
 #include "runtime/core/hex.h"
 
 namespace airlock::daemon {
@@ -20,8 +25,106 @@ constexpr uint32_t kMaxFork = 32;
 constexpr char kContents[] =
     "the sandbox's writable layer (the workspace included); not the output directories bound to the host, "
     "nor its processes";
+constexpr char kFullContents[] =
+    "the sandbox's writable layer (the workspace included) and its processes, checkpointed at the same instant; "
+    "not the output directories bound to the host";
+
+// What the files of a (flat) directory hold together.
+uint64_t FilesBytes(const std::string& dir) {
+  uint64_t bytes = 0;
+  if (DIR* listing = opendir(dir.c_str())) {
+    while (dirent* e = readdir(listing)) {
+      struct stat st;
+      if (e->d_name[0] != '.' && fstatat(dirfd(listing), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
+        bytes += static_cast<uint64_t>(st.st_size);
+    }
+    closedir(listing);
+  }
+  return bytes;
+}
 
 }  // namespace
+
+Result<void> Manager::CriuUsable() {
+  std::lock_guard lock(criu_mu_);
+  if (!criu_usable_) {
+    criu_usable_ = [&]() -> Result<void> {
+      auto criu = TRY(checkpoint::Criu::Load());
+      return criu->Check();
+    }();
+  }
+  return *criu_usable_;
+}
+
+Result<std::string> Manager::SealKey() {
+  std::lock_guard lock(criu_mu_);
+  if (seal_key_.empty()) seal_key_ = TRY(LoadOrCreateSealKey(config_.paths.state_root + "/checkpoint.key"));
+  return seal_key_;
+}
+
+std::string Manager::CheckpointDir(const std::string& snapshot_id) const {
+  return config_.paths.state_root + "/checkpoints/" + snapshot_id;
+}
+
+void Manager::RemoveCheckpointImages(const std::string& snapshot_id) {
+  // Flat: CRIU writes no subdirectories.
+  const std::string dir = CheckpointDir(snapshot_id);
+  DIR* listing = opendir(dir.c_str());
+  if (listing == nullptr) return;
+  while (dirent* e = readdir(listing))
+    if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) unlinkat(dirfd(listing), e->d_name, 0);
+  closedir(listing);
+  rmdir(dir.c_str());
+}
+
+ApiResult<v1::SnapshotInfo> Manager::FullSnapshot(const std::shared_ptr<Live>& live, const std::string& id,
+                                                  uint64_t flush_ns) {
+  // Called with snapshot_mu_ held. What can't work is said before anything
+  // is made.
+  Sandbox& sb = *live->sandbox;
+  if (!sb.checkpointable())
+    return ApiFail(Code::kFailedPrecondition, "snapshot.full: sandbox " + live->id +
+                                                  " wasn't created checkpointable (CreateRequest.checkpointable)");
+  if (auto usable = CriuUsable(); !usable)
+    return ApiFail(Code::kFailedPrecondition, "snapshot.full: CRIU can't checkpoint on this host (" +
+                                                  usable.error().Message() + "); filesystem snapshots still work");
+  if (sb.restored())
+    return ApiFail(Code::kFailedPrecondition, "snapshot.full: sandbox " + live->id +
+                                                  " was restored from a full snapshot, and CRIU 3.17 can't checkpoint "
+                                                  "a tree it restored; filesystem snapshots still work");
+  const std::string key = TRY(FromResult(SealKey(), "snapshot.full"));
+  const std::string parent = config_.paths.state_root + "/checkpoints";
+  if (mkdir(parent.c_str(), 0700) < 0 && errno != EEXIST)
+    return ApiFail(Code::kInternal, "snapshot.full: mkdir " + parent + ": " + strerror(errno));
+  const std::string dir = CheckpointDir(id);
+  if (mkdir(dir.c_str(), 0700) < 0) return ApiFail(Code::kInternal, "snapshot.full: mkdir " + dir + ": " + strerror(errno));
+  auto made = [&]() -> Result<Sandbox::LayerSnapshot> {
+    UniqueFd images(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!images) return Errno("open", dir);
+    CheckpointSeal seal{live->id, sb.id_base(), TRY(sb.ChannelKey()), {}};
+    auto taken = TRY(sb.CheckpointWithLayer(images.get(), id));
+    if (auto sealed = WriteCheckpointSeal(images.get(), key, seal); !sealed) {
+      (void)SnapshotPool().value()->DeleteSnapshot(id);
+      return std::unexpected(sealed.error());
+    }
+    return taken;
+  }();
+  if (!made) {
+    RemoveCheckpointImages(id);
+    // What CRIU or the preflight refused is the sandbox's state, not the
+    // daemon's fault: the caller can change it (or take a filesystem one).
+    return ApiFail(Code::kFailedPrecondition, "snapshot.full: " + made.error().Message());
+  }
+  v1::SnapshotInfo info;
+  info.set_full(true);
+  info.set_flush_us((flush_ns + made->flush_ns) / 1000);
+  info.set_frozen_us(made->frozen_ns / 1000);
+  info.set_contents(kFullContents);
+  info.set_process_images_bytes(FilesBytes(dir));
+  // The generation goes in the row (set by the caller) from here.
+  info.set_id(std::to_string(made->generation));
+  return info;
+}
 
 Result<storage::Pool*> Manager::SnapshotPool() {
   // Called with snapshot_mu_ held.
@@ -49,11 +152,12 @@ ApiResult<v1::SnapshotInfo> Manager::Snapshot(const Caller& caller, const v1::Sn
   // Nothing changed since its last snapshot: that one again.
   auto rows = store_->Snapshots();
   if (!rows) return FromError(rows.error(), "snapshot");
-  for (auto it = rows->rbegin(); it != rows->rend(); ++it) {
+  for (auto it = rows->rbegin(); it != rows->rend() && !request.full(); ++it) {
     if (it->sandbox_id != live->id) continue;
-    if (it->generation == *generation) {
-      v1::SnapshotInfo info;
-      info.ParseFromString(it->info);
+    v1::SnapshotInfo info;
+    info.ParseFromString(it->info);
+    // A full one holds processes of its moment: not what was asked for.
+    if (it->generation == *generation && !info.full()) {
       info.set_reused(true);
       info.set_flush_us(flush_ns / 1000);
       info.set_frozen_us(0);
@@ -84,16 +188,23 @@ ApiResult<v1::SnapshotInfo> Manager::Snapshot(const Caller& caller, const v1::Sn
     return ApiFail(Code::kResourceExhausted, "snapshot: snapshots reference " + std::to_string(bytes) +
                                                  " bytes, the daemon's snapshot_max_bytes");
   const std::string id = "snap-" + RandomHex(8);
-  auto taken = live->sandbox->SnapshotLayer(id);
-  if (!taken) return FromError(taken.error(), "snapshot");
   v1::SnapshotInfo info;
+  uint64_t snapshot_generation = 0;
+  if (request.full()) {
+    info = TRY(FullSnapshot(live, id, flush_ns));
+    snapshot_generation = std::stoull(info.id());
+  } else {
+    auto taken = live->sandbox->SnapshotLayer(id);
+    if (!taken) return FromError(taken.error(), "snapshot");
+    info.set_flush_us((flush_ns + taken->flush_ns) / 1000);
+    info.set_frozen_us(taken->frozen_ns / 1000);
+    info.set_contents(kContents);
+    snapshot_generation = taken->generation;
+  }
   info.set_id(id);
   info.set_sandbox_id(live->id);
   info.set_owner_uid(live->owner);
   info.set_created_unix_ms(NowUnixMs());
-  info.set_flush_us((flush_ns + taken->flush_ns) / 1000);
-  info.set_frozen_us(taken->frozen_ns / 1000);
-  info.set_contents(kContents);
   *info.mutable_labels() = request.labels();
   {
     std::lock_guard l(live->mu);
@@ -108,15 +219,17 @@ ApiResult<v1::SnapshotInfo> Manager::Snapshot(const Caller& caller, const v1::Sn
   // The row is what makes it exist for the API: written in one statement
   // after the snapshot is complete. A crash in between leaves an orphan
   // subvolume, never a row without its data.
-  SnapshotRow row{id, live->id, live->owner, taken->generation, info.SerializeAsString(), source_request};
+  SnapshotRow row{id, live->id, live->owner, snapshot_generation, info.SerializeAsString(), source_request};
   if (auto put = store_->PutSnapshot(row); !put) {
     (void)pool->DeleteSnapshot(id);
+    RemoveCheckpointImages(id);
     return FromError(put.error(), "snapshot");
   }
-  Emit(live->id, live->owner, v1::EVENT_TYPE_SNAPSHOT, id);
+  Emit(live->id, live->owner, v1::EVENT_TYPE_SNAPSHOT, info.full() ? id + " (full: processes too)" : id);
   // Keep-last: the oldest go (rows are in the order they were taken).
   for (size_t i = 0; i < dropped && i < mine.size(); ++i) {
     if (auto del = store_->DeleteSnapshot(mine[i]); !del) continue;
+    RemoveCheckpointImages(mine[i]);
     if (auto del = pool->DeleteSnapshot(mine[i]); !del)
       fprintf(stderr, "airlockd: snapshot %s: %s (left for collection)\n", mine[i].c_str(), del.error().Message().c_str());
   }
@@ -137,6 +250,14 @@ void Manager::CollectSnapshots() {
     if (known.count(name) || name.rfind("snap-", 0) != 0) continue;
     if (auto del = (*pool)->DeleteSnapshot(name); del)
       fprintf(stderr, "airlockd: collected snapshot %s (no record of it)\n", name.c_str());
+  }
+  // Process images whose snapshot is gone (or was never recorded).
+  if (DIR* listing = opendir((config_.paths.state_root + "/checkpoints").c_str())) {
+    std::vector<std::string> orphans;
+    while (dirent* e = readdir(listing))
+      if (e->d_name[0] != '.' && !known.count(e->d_name)) orphans.push_back(e->d_name);
+    closedir(listing);
+    for (const auto& name : orphans) RemoveCheckpointImages(name);
   }
 }
 
@@ -175,6 +296,7 @@ ApiResult<v1::SnapshotInfo> Manager::DeleteSnapshot(const Caller& caller, const 
   // never a listed snapshot whose data is gone. Sandboxes restored from it
   // hold their own copy-on-write copies and don't notice.
   if (auto del = store_->DeleteSnapshot(id); !del) return FromError(del.error(), "delete snapshot");
+  RemoveCheckpointImages(id);
   if (auto del = (*pool)->DeleteSnapshot(id); !del)
     fprintf(stderr, "airlockd: snapshot %s: %s (left for collection)\n", id.c_str(), del.error().Message().c_str());
   v1::SnapshotInfo info;
@@ -191,13 +313,77 @@ ApiResult<v1::Sandbox> Manager::Restore(const Caller& caller, const v1::RestoreR
   // environment) on the snapshot's layer; labels are the caller's.
   create.clear_labels();
   *create.mutable_labels() = request.labels();
+  return RestoreFrom(caller, row, create, {}, request.filesystem_only());
+}
+
+ApiResult<v1::Sandbox> Manager::RestoreFrom(const Caller& caller, const SnapshotRow& row,
+                                            const v1::CreateRequest& shape, const std::string& id,
+                                            bool filesystem_only) {
+  v1::CreateRequest create = shape;
   create.set_snapshots(true);
-  return CreateSandbox(caller, create, row.id);
+  v1::SnapshotInfo info;
+  info.ParseFromString(row.info);
+  if (!info.full() || filesystem_only) {
+    // Its processes stay behind: a fresh init in a range of its own.
+    return CreateSandbox(caller, create, row.id, id);
+  }
+  if (auto usable = CriuUsable(); !usable)
+    return ApiFail(Code::kFailedPrecondition, "restore: snapshot " + row.id + " is full, and CRIU can't restore on "
+                                                  "this host (" + usable.error().Message() +
+                                                  "); restore it filesystem_only");
+  const std::string key = TRY(FromResult(SealKey(), "restore"));
+  const std::string dir = CheckpointDir(row.id);
+  UniqueFd images(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!images) return ApiFail(Code::kFailedPrecondition, "restore: snapshot " + row.id + "'s process images are gone");
+  // CRIU images are trusted input to a root process: only what this daemon
+  // sealed is restored.
+  auto seal = VerifyCheckpointSeal(images.get(), key);
+  if (!seal)
+    return ApiFail(Code::kFailedPrecondition, "restore: snapshot " + row.id + "'s process images are refused: " +
+                                                  seal.error().Message() + " (restore filesystem_only instead)");
+  // The restored tree is the source sandbox continued: its id range, and
+  // its id, whose cgroup path the images name (CRIU 3.17 can't move a tree
+  // that runs in a cgroup namespace to another group: it moves the root task
+  // into the namespace's root group first, which v2's no-internal-processes
+  // rule refuses for a sandbox's group).
+  const std::string& target = seal->sandbox_id;
+  if (!id.empty() && id != target)
+    return ApiFail(Code::kInternal, "restore: snapshot " + row.id + " continues sandbox " + target + ", not " + id);
+  std::optional<v1::Sandbox> was_stopped;
+  {
+    std::lock_guard lock(mu_);
+    if (live_.count(target))
+      return ApiFail(Code::kFailedPrecondition,
+                     "restore: snapshot " + row.id + " is full: its processes continue sandbox " + target +
+                         " (its id and id range), which still runs; destroy it first, or restore filesystem_only");
+    if (auto it = stopped_.find(target); it != stopped_.end()) was_stopped = it->second;
+  }
+  FullRestore full{images.get(), seal->id_base, seal->channel_key};
+  create.set_checkpointable(true);
+  auto made = CreateSandbox(caller, create, row.id, target, &full);
+  {
+    std::lock_guard lock(mu_);
+    if (made) stopped_.erase(target);
+    else if (was_stopped && !live_.count(target)) stopped_[target] = *was_stopped;
+  }
+  // A rebuild (under its id) says so itself: EVENT_TYPE_REHYDRATED.
+  if (made && id.empty())
+    Emit(target, made->owner_uid(), v1::EVENT_TYPE_CREATED, "restored with its processes from snapshot " + row.id);
+  return made;
 }
 
 ApiResult<std::vector<v1::Sandbox>> Manager::Fork(const Caller& caller, const v1::ForkRequest& request) {
   if (request.count() < 1 || request.count() > kMaxFork)
     return BadField("fork.count", "must be 1-" + std::to_string(kMaxFork) + " (got " + std::to_string(request.count()) + ")");
+  {
+    SnapshotRow row = TRY(FindSnapshot(*store_, caller, request.snapshot_id()));
+    v1::SnapshotInfo info;
+    info.ParseFromString(row.info);
+    if (info.full())
+      return ApiFail(Code::kFailedPrecondition,
+                     "fork: snapshot " + row.id + " is full: its processes come back only in the id range of the "
+                     "sandbox it was taken of, once; fork a filesystem snapshot (or Restore it filesystem_only)");
+  }
   std::vector<v1::Sandbox> made;
   auto undo = [&](const ApiError& e) -> ApiResult<std::vector<v1::Sandbox>> {
     for (const auto& s : made) (void)Destroy(caller, s.id());
@@ -238,7 +424,7 @@ ApiResult<void> Manager::ExportSnapshot(const Caller& caller, const std::string&
                          {"image", info.image()},
                          {"labels", std::map<std::string, std::string>(info.labels().begin(), info.labels().end())}};
   auto done = ExportSnapshotArchive(config_.paths.PoolMountpoint() + "/snapshots/" + id, config_.paths.state_root,
-                                    meta, row.request, sink);
+                                    meta, row.request, info.full() ? CheckpointDir(id) : std::string(), sink);
   if (!done) return FromError(done.error(), "export snapshot");
   return {};
 }
@@ -255,16 +441,57 @@ ApiResult<v1::SnapshotInfo> Manager::ImportSnapshot(const Caller& caller, images
   if (!p) return FromError(p.error(), "import snapshot");
   storage::Pool* pool = *p;
   const std::string staging = "import-" + RandomHex(8);
-  auto imported = ImportSnapshotArchive(archive, *pool, staging);
-  if (!imported) return ApiFail(Code::kInvalidArgument, "import snapshot: " + imported.error().Message());
   const std::string id = "snap-" + RandomHex(8);
+  // Process images land in the new snapshot's directory; only a seal made
+  // with this daemon's key lets them stay.
+  const std::string parent = config_.paths.state_root + "/checkpoints";
+  const std::string dir = CheckpointDir(id);
+  if ((mkdir(parent.c_str(), 0700) < 0 && errno != EEXIST) || mkdir(dir.c_str(), 0700) < 0)
+    return ApiFail(Code::kInternal, "import snapshot: mkdir " + dir + ": " + strerror(errno));
+  UniqueFd images(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!images) {
+    RemoveCheckpointImages(id);
+    return ApiFail(Code::kInternal, "import snapshot: open " + dir + ": " + strerror(errno));
+  }
+  auto imported = ImportSnapshotArchive(archive, *pool, staging, images.get());
+  if (!imported) {
+    RemoveCheckpointImages(id);
+    return ApiFail(Code::kInvalidArgument, "import snapshot: " + imported.error().Message());
+  }
+  std::string process_state = "; imported (filesystem only)";
+  bool full = false;
+  if (imported->process_images) {
+    auto key = SealKey();
+    auto seal = key ? VerifyCheckpointSeal(images.get(), *key) : std::unexpected(key.error());
+    // Owned as Checkpoint leaves them: by the id range's root, group 0.
+    auto owned = [&]() -> Result<void> {
+      if (!seal) return std::unexpected(seal.error());
+      DIR* listing = opendir(dir.c_str());
+      if (listing == nullptr) return Errno("opendir", dir);
+      while (dirent* e = readdir(listing))
+        if (e->d_name[0] != '.') (void)fchownat(dirfd(listing), e->d_name, seal->id_base, 0, AT_SYMLINK_NOFOLLOW);
+      closedir(listing);
+      if (fchown(images.get(), seal->id_base, 0) < 0 || fchmod(images.get(), 0750) < 0) return Errno("chown", dir);
+      return {};
+    }();
+    if (owned) {
+      full = true;
+      process_state = "; imported with its processes (sealed by this daemon)";
+    } else {
+      process_state = "; imported filesystem only: its process images were dropped (" + owned.error().Message() + ")";
+    }
+  }
+  if (!full) RemoveCheckpointImages(id);
   auto kept = [&]() -> Result<void> {
-    UniqueFd dir = TRY(pool->OpenSubvolumeDir(staging));
-    TRY(pool->SnapshotReadOnly(dir.get(), "imported layer", id));
+    UniqueFd layer = TRY(pool->OpenSubvolumeDir(staging));
+    TRY(pool->SnapshotReadOnly(layer.get(), "imported layer", id));
     return {};
   }();
   (void)pool->DeleteSubvolume(staging);
-  if (!kept) return FromError(kept.error(), "import snapshot");
+  if (!kept) {
+    RemoveCheckpointImages(id);
+    return FromError(kept.error(), "import snapshot");
+  }
   v1::SnapshotInfo info;
   info.set_id(id);
   const auto& m = imported->meta;
@@ -272,12 +499,15 @@ ApiResult<v1::SnapshotInfo> Manager::ImportSnapshot(const Caller& caller, images
   info.set_image(m.contains("image") && m["image"].is_string() ? m["image"].get<std::string>() : "");
   info.set_owner_uid(caller.uid);
   info.set_created_unix_ms(NowUnixMs());
-  info.set_contents(std::string(kContents) + "; imported (filesystem only)");
+  info.set_full(full);
+  if (full) info.set_process_images_bytes(FilesBytes(dir));
+  info.set_contents(std::string(full ? kFullContents : kContents) + process_state);
   for (const auto& [k, v] : labels) (*info.mutable_labels())[k] = v;
   if (auto bytes = pool->SnapshotUsage(id)) info.set_bytes(*bytes);
   SnapshotRow row{id, info.sandbox_id(), caller.uid, 0, info.SerializeAsString(), imported->request};
   if (auto put = store_->PutSnapshot(row); !put) {
     (void)pool->DeleteSnapshot(id);
+    RemoveCheckpointImages(id);
     return FromError(put.error(), "import snapshot");
   }
   return info;

@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -22,6 +23,11 @@ struct DumpOptions {
   bool external_unix_sockets = true;  // init's channel has its peer outside the tree
   std::vector<std::string> externals;  // "mnt[...]", "net[inode]:key", ...
   std::string log_file = "dump.log";   // inside images_dir
+  // Runs once the images are written, while the tree is still stopped
+  // (CRIU's post-dump notification): what must be consistent with the
+  // processes' state, such as a snapshot of their files, is taken here. A
+  // failure fails the dump (and a tree asked to stop goes on running).
+  std::function<Result<void>()> while_stopped;
 };
 
 struct RestoreOptions {
@@ -44,10 +50,9 @@ class Criu {
   static Result<std::unique_ptr<Criu>> Load();
   ~Criu();
 
-  // `criu check` over RPC: whether CRIU can run on this kernel at all
-  // (Debian's 3.17.1 can't on 6.18: its vDSO parser predates the split vvar
-  // area). Stricter than the command: it also fails on optional features
-  // (a missing tun device in the guest lane) that a dump may never need.
+  // `criu check`: whether CRIU can run on this kernel at all (Debian's
+  // 3.17.1 can't on 6.18: its vDSO parser predates the split vvar area).
+  // The error carries its last line.
   Result<void> Check();
   // Checkpoints the tree rooted at options.pid. On failure the error points
   // at the log in the images directory.

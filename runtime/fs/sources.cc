@@ -92,6 +92,11 @@ Result<void> WriteIdMaps(pid_t pid, const std::string& uid_map, const std::strin
 
 Result<UniqueFd> MakeSingleIdUserns(uid_t inside_uid, uid_t outside_uid, gid_t inside_gid,
                                     gid_t outside_gid) {
+  return MakeIdmapUserns(std::to_string(inside_uid) + " " + std::to_string(outside_uid) + " 1\n",
+                         std::to_string(inside_gid) + " " + std::to_string(outside_gid) + " 1\n");
+}
+
+Result<UniqueFd> MakeIdmapUserns(const std::string& uid_map, const std::string& gid_map) {
   int pipefd[2];
   if (pipe2(pipefd, O_CLOEXEC) < 0) return Errno("pipe2", "idmap user namespace");
   UniqueFd rd(pipefd[0]), wr(pipefd[1]);
@@ -112,9 +117,7 @@ Result<UniqueFd> MakeSingleIdUserns(uid_t inside_uid, uid_t outside_uid, gid_t i
     wr.Reset();
     waitpid(static_cast<pid_t>(pid), nullptr, 0);
   };
-  auto maps = WriteIdMaps(static_cast<pid_t>(pid),
-                          std::to_string(inside_uid) + " " + std::to_string(outside_uid) + " 1\n",
-                          std::to_string(inside_gid) + " " + std::to_string(outside_gid) + " 1\n");
+  auto maps = WriteIdMaps(static_cast<pid_t>(pid), uid_map, gid_map);
   if (!maps) {
     reap();
     return std::unexpected(maps.error());

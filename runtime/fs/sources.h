@@ -29,6 +29,10 @@ Result<UniqueFd> CloneMount(int fd, const std::string& what, uint64_t attr_set, 
 Result<UniqueFd> MakeSingleIdUserns(uid_t inside_uid, uid_t outside_uid, gid_t inside_gid,
                                     gid_t outside_gid);
 
+// A user namespace with the given maps ("<inside> <outside> <count>" lines),
+// held only by the returned fd: what idmapped mounts are made through.
+Result<UniqueFd> MakeIdmapUserns(const std::string& uid_map, const std::string& gid_map);
+
 // Writes "<inside> <outside> <count>" to /proc/<pid>/{uid,gid}_map.
 Result<void> WriteIdMaps(pid_t pid, const std::string& uid_map, const std::string& gid_map);
 

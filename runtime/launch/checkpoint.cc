@@ -5,7 +5,9 @@
 #include <linux/mount.h>
 #include <sched.h>
 #include <signal.h>
+#include <linux/filter.h>
 #include <sys/mount.h>
+#include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -13,6 +15,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -25,12 +28,16 @@
 #include "runtime/launch/internal.h"
 #include "runtime/launch/sandbox.h"
 #include "runtime/proto/channel.h"
+#include "runtime/security/seccomp.h"
+#include "runtime/security/setid_filter.h"
 #include "runtime/storage/idrange.h"
 
 namespace airlock {
 using launch_internal::HostMountKey;
 using launch_internal::kRoNoSuidNoDev;
 using launch_internal::WriteProcFile;
+
+uint32_t Sandbox::id_base() const { return res_ && res_->has_ids ? res_->ids.base : 0; }
 
 Result<std::string> Sandbox::ChannelKey() const {
   std::string link = "/proc/" + std::to_string(init_pid_) + "/fd/" + std::to_string(proto::kInitChannelFd);
@@ -42,10 +49,17 @@ Result<std::string> Sandbox::ChannelKey() const {
   return key;
 }
 
-Result<void> Sandbox::Checkpoint(int images_dir_fd, bool leave_running) {
+Result<void> Sandbox::Checkpoint(int images_dir_fd, bool leave_running,
+                                 const std::function<Result<void>()>& while_stopped) {
   if (!checkpointable_)
     return Fail("checkpoint", "the sandbox wasn't started checkpointable (LaunchOptions::checkpointable)");
   if (reaped_) return Fail("checkpoint", "the sandbox has ended");
+  // Seen in the guest lane: CRIU makes the restored network namespace in
+  // the host's user namespace, and then can't dump it ("One or more
+  // namespaces doesn't belong to the target user namespace").
+  if (restored_)
+    return Fail("checkpoint", "sandbox " + spec_.id + " was itself restored from CRIU images, and CRIU 3.17 can't "
+                              "checkpoint a tree it restored; its filesystem can still be snapshotted");
   TRY(checkpoint::CheckCheckpointable(init_pid_));
   auto criu = TRY(checkpoint::Criu::Load());
   std::string key = TRY(ChannelKey());
@@ -73,6 +87,7 @@ Result<void> Sandbox::Checkpoint(int images_dir_fd, bool leave_running) {
   for (size_t i = 0; i < spec_.mounts.size(); ++i)
     d.externals.push_back("mnt[" + spec_.mounts[i].destination + "]:" + HostMountKey(i));
   d.externals.push_back("mnt[]");
+  d.while_stopped = while_stopped;
   TRY(criu->Dump(d));
   // Its files too, the same way. The listing gets a description of its own:
   // a dup() would share the caller's (and CRIU's) directory offset.
@@ -100,6 +115,7 @@ Result<std::unique_ptr<Sandbox>> Sandbox::Restore(const SandboxSpec& spec, const
   sb->res_ = std::make_unique<Resources>();
   sb->timing_enabled_ = options.timings;
   sb->checkpointable_ = true;
+  sb->restored_ = true;
   if (auto restored = sb->RestoreTree(request, paths); !restored) {
     sb->Destroy();
     return std::unexpected(restored.error());
@@ -147,10 +163,106 @@ std::string StatusLine(pid_t pid, const char* field) {
   return value;
 }
 
+// The seccomp filters `pid` runs under, in the order they were installed
+// (PTRACE_SECCOMP_GET_FILTER's index 0 is the oldest: kernel/seccomp.c's
+// get_nth_filter walks back from the newest), read in a ptrace stop.
+Result<std::vector<std::vector<sock_filter>>> ReadSeccompFilters(pid_t pid) {
+  if (ptrace(PTRACE_SEIZE, pid, nullptr, nullptr) < 0) return Errno("ptrace seize", "restored init");
+  std::vector<std::vector<sock_filter>> out;
+  auto read = [&]() -> Result<void> {
+    if (ptrace(PTRACE_INTERRUPT, pid, nullptr, nullptr) < 0) return Errno("ptrace interrupt", "restored init");
+    int status = 0;
+    if (waitpid(pid, &status, __WALL) != pid) return Errno("waitpid", "restored init's ptrace stop");
+    if (!WIFSTOPPED(status)) return Fail("restore", "the restored init ended while its filters were read");
+    for (unsigned long i = 0; i < 64; ++i) {
+      long n = ptrace(PTRACE_SECCOMP_GET_FILTER, pid, reinterpret_cast<void*>(i), nullptr);
+      if (n < 0 && errno == ENOENT) break;  // past the oldest
+      if (n < 0) return Errno("ptrace seccomp filter", "restored init");
+      std::vector<sock_filter> insns(static_cast<size_t>(n));
+      if (ptrace(PTRACE_SECCOMP_GET_FILTER, pid, reinterpret_cast<void*>(i), insns.data()) != n)
+        return Errno("ptrace seccomp filter", "restored init");
+      out.push_back(std::move(insns));
+    }
+    return {};
+  }();
+  ptrace(PTRACE_DETACH, pid, nullptr, nullptr);
+  if (!read) return std::unexpected(read.error());
+  return out;
+}
+
+bool SameProgram(const std::vector<sock_filter>& a, const std::vector<sock_filter>& b) {
+  return a.size() == b.size() && (a.empty() || memcmp(a.data(), b.data(), a.size() * sizeof(sock_filter)) == 0);
+}
+
 }  // namespace
 
+Result<void> Sandbox::CheckRestoredSeccomp(const RuntimePaths& paths) {
+  // What a launch of this spec installs, in order (sandbox.cc): the profile,
+  // then the set-id filter when a host mount is writable.
+  std::vector<std::vector<sock_filter>> want;
+  want.push_back(TRY(seccomp::LoadCached(spec_.seccomp_profile, paths.profiles_dir, paths.cache_dir + "/seccomp")).insns);
+  bool has_rw = false;
+  for (const auto& m : spec_.mounts) has_rw |= !m.read_only;
+  if (has_rw) want.push_back(TRY(seccomp::CompileSetidFilter()).insns);
+  auto got = TRY(ReadSeccompFilters(init_pid_));
+  bool same = got.size() == want.size();
+  for (size_t i = 0; same && i < want.size(); ++i) same = SameProgram(got[i], want[i]);
+  if (!same)
+    return Fail("restore", "the restored init's seccomp filters (" + std::to_string(got.size()) +
+                               ") are not those of the sandbox's profile \"" + spec_.seccomp_profile + "\" (" +
+                               std::to_string(want.size()) + "): refused");
+  return {};
+}
+
+Result<void> Sandbox::MountRestoreRoot(const RuntimePaths& paths, const std::string& staging,
+                                       std::vector<std::string>& mounted) {
+  if (spec_.from_snapshot.empty())
+    return Fail("restore", "no root given and no pool snapshot (spec.from_snapshot) to make one from");
+  res_->pool.emplace(TRY(storage::Pool::Open({paths.PoolImage(), paths.PoolMountpoint(), 0})));
+  TRY(res_->record->Note("subvolume", spec_.id));
+  storage::Subvolume layer =
+      TRY(res_->pool->CreateSubvolumeFrom(spec_.from_snapshot, spec_.id, spec_.limits.disk_bytes));
+  res_->has_subvolume = true;
+  // As a launch makes it (DESIGN decision 1): the image's layers and the
+  // writable layer hold canonical ids, idmapped into the sandbox's range.
+  // The overlay is mounted here, in the host's namespaces, with its
+  // metadata in user.* xattrs as the sandbox's own overlay keeps it.
+  const std::string range = "0 " + std::to_string(res_->ids.base) + " " + std::to_string(res_->ids.count) + "\n";
+  UniqueFd userns = TRY(fs::MakeIdmapUserns(range, range));
+  auto attach = [&](UniqueFd mnt, const std::string& name) -> Result<std::string> {
+    std::string at = staging + "/" + name;
+    if (mkdir(at.c_str(), 0700) < 0) return Errno("mkdir", at);
+    if (syscall(SYS_move_mount, mnt.get(), "", AT_FDCWD, at.c_str(), MOVE_MOUNT_F_EMPTY_PATH) < 0) {
+      int err = errno;
+      rmdir(at.c_str());
+      return ErrnoValue(err, "move_mount", at);
+    }
+    mounted.push_back(at);
+    return at;
+  };
+  std::string lowerdir;
+  for (size_t i = 0; i < spec_.layers.size(); ++i) {
+    UniqueFd src = TRY(fs::OpenHostPath(spec_.layers[i]));
+    UniqueFd mnt = TRY(fs::CloneMount(src.get(), spec_.layers[i], kRoNoSuidNoDev, userns.get()));
+    lowerdir += (i ? ":" : "") + TRY(attach(std::move(mnt), "l" + std::to_string(i)));
+  }
+  UniqueFd rw = TRY(fs::CloneMount(layer.dir.get(), layer.path, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, userns.get()));
+  const std::string upper = TRY(attach(std::move(rw), "rw"));
+  const std::string root = staging + "/root";
+  if (mkdir(root.c_str(), 0755) < 0) return Errno("mkdir", root);
+  const std::string options =
+      "lowerdir=" + lowerdir + ",upperdir=" + upper + "/upper,workdir=" + upper + "/work,userxattr";
+  if (mount("overlay", root.c_str(), "overlay", MS_NOSUID | MS_NODEV, options.c_str()) < 0) {
+    int err = errno;
+    rmdir(root.c_str());
+    return ErrnoValue(err, "mount", "overlay root for the restore at " + root);
+  }
+  mounted.push_back(root);
+  return {};
+}
+
 Result<void> Sandbox::RestoreTree(const RestoreRequest& request, const RuntimePaths& paths) {
-  if (!request.root.starts_with("/") || request.root.find("/../") != std::string::npos)
+  if (!request.root.empty() && (!request.root.starts_with("/") || request.root.find("/../") != std::string::npos))
     return Fail("restore", "root must be an absolute path (got \"" + request.root + "\")");
   TRY(CheckKernel());
   TRY(PrepareRuntimeDirs(paths));
@@ -189,22 +301,27 @@ Result<void> Sandbox::RestoreTree(const RestoreRequest& request, const RuntimePa
   std::string staging = paths.run_root + "/restore-" + spec_.id;
   struct Staging {
     std::string dir;
-    std::vector<std::string> mounts;
+    std::vector<std::string> mounts;  // unmounted in reverse: the root's layers last
     ~Staging() {
-      for (const auto& m : mounts) {
-        umount2(m.c_str(), MNT_DETACH);
-        rmdir(m.c_str());
+      for (auto m = mounts.rbegin(); m != mounts.rend(); ++m) {
+        umount2(m->c_str(), MNT_DETACH);
+        rmdir(m->c_str());
       }
       if (!dir.empty()) rmdir(dir.c_str());
     }
   } staged;
-  if (!spec_.mounts.empty()) {
+  if (!spec_.mounts.empty() || request.root.empty()) {
     if (mkdir(staging.c_str(), 0700) < 0 && errno != EEXIST) return Errno("mkdir", staging);
     staged.dir = staging;
     // CRIU binds these from inside the restored user namespace: only host
     // root and the sandbox's root id may walk in.
     if (chown(staging.c_str(), res_->ids.base, res_->ids.base) < 0) return Errno("chown", staging);
   }
+  if (request.root.empty()) {
+    r.root = staging + "/root";
+    TRY(MountRestoreRoot(paths, staging, staged.mounts));
+  }
+  const std::string& root = r.root;
   for (size_t i = 0; i < spec_.mounts.size(); ++i) {
     const HostMount& m = spec_.mounts[i];
     UniqueFd src = TRY(fs::OpenHostPath(m.source));
@@ -232,7 +349,7 @@ Result<void> Sandbox::RestoreTree(const RestoreRequest& request, const RuntimePa
     r.externals.push_back("mnt[" + HostMountKey(i) + "]:" + at);
     // The mountpoint in the new root (it was in the writable layer). The
     // root is the runtime's own tree, before anything of the sandbox runs.
-    if (S_ISDIR(st.st_mode)) TRY(MakeDirs(request.root + m.destination));
+    if (S_ISDIR(st.st_mode)) TRY(MakeDirs(root + m.destination));
   }
   r.externals.push_back("mnt[]");
   r.cgroup_root = cgroup_root;
@@ -248,6 +365,7 @@ Result<void> Sandbox::RestoreTree(const RestoreRequest& request, const RuntimePa
   TRY(ShutNestedUserns(init_pid_));
   if (StatusLine(init_pid_, "Seccomp") != "2")
     return Fail("restore", "the restored init has no seccomp filter (Seccomp: " + StatusLine(init_pid_, "Seccomp") + ")");
+  TRY(CheckRestoredSeccomp(paths));
   if (StatusLine(init_pid_, "NoNewPrivs") != "1")
     restore_warnings_.push_back("CRIU did not restore no_new_privs of init (pid " + std::to_string(init_pid_) +
                                 "); mounts are nosuid and the bounding set is reduced");

@@ -57,4 +57,33 @@ Result<Sandbox::LayerSnapshot> Sandbox::SnapshotLayer(const std::string& name) {
   return out;
 }
 
+Result<Sandbox::LayerSnapshot> Sandbox::CheckpointWithLayer(int images_dir_fd, const std::string& name) {
+  if (!res_ || !res_->pool || !res_->has_subvolume)
+    return Fail("snapshot", "sandbox " + spec_.id + "'s writable layer is not on the pool");
+  UniqueFd dir = TRY(res_->pool->OpenSubvolumeDir(spec_.id));
+  const std::string what = "sandbox " + spec_.id + "'s writable layer";
+  LayerSnapshot out;
+  uint64_t t = Now();
+  if (syncfs(dir.get()) < 0) return Errno("syncfs", what);
+  out.flush_ns = Now() - t;
+  // The layer is snapshotted while CRIU holds the tree stopped, after the
+  // images are written: files and processes are of one instant (a restore
+  // checks the size of every file a process holds open).
+  bool taken = false;
+  t = Now();
+  auto dumped = Checkpoint(images_dir_fd, /*leave_running=*/true, [&]() -> Result<void> {
+    TRY(res_->pool->SnapshotReadOnly(dir.get(), what, name));
+    taken = true;
+    out.generation = TRY(storage::SubvolumeGeneration(dir.get(), what));
+    return {};
+  });
+  out.frozen_ns = Now() - t;
+  if (!dumped) {
+    if (taken) (void)res_->pool->DeleteSnapshot(name);
+    return std::unexpected(dumped.error());
+  }
+  if (!taken) return Fail("snapshot", "CRIU finished the dump without its post-dump notification");
+  return out;
+}
+
 }  // namespace airlock

@@ -13,6 +13,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -91,11 +92,14 @@ struct Outcome {
 };
 
 // What a restore needs besides the sandbox's spec: the CRIU images, the
-// root the tree's mount namespace is rebuilt on (a mount in the caller's
-// mount namespace), the id range the images carry, and the key of init's
-// channel at the dump (Sandbox::ChannelKey()).
+// root the tree's mount namespace is rebuilt on, the id range the images
+// carry, and the key of init's channel at the dump (Sandbox::ChannelKey()).
 struct RestoreRequest {
   int images_dir_fd = -1;
+  // A mount in the caller's mount namespace. Empty: the sandbox's own root,
+  // as a launch makes it: its image's layers under a writable copy of pool
+  // snapshot spec.from_snapshot (taken with the images), idmapped into the
+  // id range, which the sandbox then owns like a launched one.
   std::string root;
   uint32_t id_base = 0;
   std::string channel_key;
@@ -156,7 +160,11 @@ class Sandbox {
   // on; else CRIU ends it, and the sandbox ends with its init as usual.
   // init's channel is dumped as an external socket: a restore hands it a
   // new one (RestoreOptions::inherit_fds, key ChannelKey()).
-  Result<void> Checkpoint(int images_dir_fd, bool leave_running);
+  // `while_stopped` runs once the images are written, the tree still
+  // stopped (DumpOptions::while_stopped). A sandbox this runtime restored
+  // can't be checkpointed again (CRIU 3.17, docs/criu.md): refused.
+  Result<void> Checkpoint(int images_dir_fd, bool leave_running,
+                          const std::function<Result<void>()>& while_stopped = {});
   // "socket:[inode]" of init's end of the channel, the key a restore gives
   // the replacement under.
   Result<std::string> ChannelKey() const;
@@ -185,6 +193,16 @@ class Sandbox {
   // Flushes the layer while the sandbox runs, freezes it, snapshots the layer
   // read-only as pool snapshot `name`, thaws it (also on failure).
   Result<LayerSnapshot> SnapshotLayer(const std::string& name);
+  // A full snapshot: the process tree checkpointed into `images_dir_fd`
+  // while it runs on, and its writable layer snapshotted read-only as pool
+  // snapshot `name` at the same instant (while CRIU holds the tree stopped).
+  // frozen_ns is the time the tree was stopped for, the dump included.
+  Result<LayerSnapshot> CheckpointWithLayer(int images_dir_fd, const std::string& name);
+  // Whether this sandbox came back from CRIU images (Restore).
+  bool restored() const { return restored_; }
+  bool checkpointable() const { return checkpointable_; }
+  // The first host id of its range (its root's).
+  uint32_t id_base() const;
   // init's pidfd: readable once init has exited (the sandbox is over).
   int pidfd() const { return pidfd_.get(); }
   const SandboxSpec& spec() const { return spec_; }
@@ -214,6 +232,15 @@ class Sandbox {
   Result<void> SetUpEgress(int netns, net::RelaySockets& relay, UniqueFd& child_end, ChildContext& ctx);
   Result<void> PlaceSpawner(bool born_in_init_group);
   Result<void> RestoreTree(const RestoreRequest& request, const RuntimePaths& paths);
+  // RestoreTree's root when the request names none: the layers over a
+  // writable copy of spec.from_snapshot, mounted at `staging`/root; what it
+  // mounted is appended to `mounted` (the caller unmounts it once CRIU has
+  // its own references).
+  // After a restore: init's seccomp filters, read back from the kernel,
+  // must be exactly the ones a launch of the spec installs.
+  Result<void> CheckRestoredSeccomp(const RuntimePaths& paths);
+  Result<void> MountRestoreRoot(const RuntimePaths& paths, const std::string& staging,
+                                std::vector<std::string>& mounted);
   void Time(const char* step, uint64_t start_ns);
 
   SandboxSpec spec_;
@@ -227,6 +254,7 @@ class Sandbox {
   std::vector<StepTiming> timings_;
   bool timing_enabled_ = false;
   bool checkpointable_ = false;
+  bool restored_ = false;
   std::vector<std::string> restore_warnings_;
   UniqueFd cleaner_link_;  // its write end: the cleaner sees EOF when we are gone
 };

@@ -268,6 +268,8 @@ class SandboxInfo:
     generation: int = 1  # one more each time recovery rebuilt it from a snapshot
     rebuilt_from: str = ""
     exposed_ports: dict[int, str] = field(default_factory=dict)  # sandbox port -> "host:port"
+    checkpointable: bool = False  # full snapshots (its processes too) can be taken
+    processes_restored: bool = False  # its processes came back from a full snapshot
 
     @classmethod
     def _from(cls, pb: ModuleType, m: Any) -> "SandboxInfo":
@@ -280,7 +282,8 @@ class SandboxInfo:
                    egress={"allow": list(m.egress.allow), "secrets": list(m.egress.secrets),
                            "transparent": m.egress.transparent},
                    exposed_ports={p.port: p.host_address for p in m.exposed_ports},
-                   generation=m.generation, rebuilt_from=m.rebuilt_from)
+                   generation=m.generation, rebuilt_from=m.rebuilt_from, checkpointable=m.checkpointable,
+                   processes_restored=m.processes_restored)
 
 
 @dataclass
@@ -296,11 +299,13 @@ class SnapshotInfo:
     contents: str
     labels: dict[str, str]
     image: str
+    full: bool = False  # its processes too (CRIU images sealed by the daemon)
+    process_images_bytes: int = 0
 
     @classmethod
     def _from(cls, m: Any) -> "SnapshotInfo":
         return cls(m.id, m.sandbox_id, m.owner_uid, m.created_unix_ms, m.bytes, m.reused, m.flush_us, m.frozen_us,
-                   m.contents, dict(m.labels), m.image)
+                   m.contents, dict(m.labels), m.image, m.full, m.process_images_bytes)
 
 
 @dataclass
@@ -673,7 +678,7 @@ class AirlockClient:
                lifetime_ms: int = 0, idle_timeout_ms: int = 0, *, hostname: str = "", seccomp_profile: str = "",
                network: str = "", egress: Optional[Mapping[str, Any]] = None,
                expose_ports: Sequence[int] = (), snapshots: bool = False,
-               recovery: Optional[Mapping[str, Any]] = None) -> "Session":
+               recovery: Optional[Mapping[str, Any]] = None, checkpointable: bool = False) -> "Session":
         """Builds and starts a sandbox (image default "host"); returns once it runs commands.
 
         network="proxy" with egress={"allow": [...], "secrets": [...], "transparent": bool}:
@@ -701,14 +706,16 @@ class AirlockClient:
             req.egress.transparent = bool(egress.get("transparent", False))
         req.expose_ports.extend(expose_ports)
         req.snapshots = snapshots
+        req.checkpointable = checkpointable
         if recovery is not None:
-            unknown = set(recovery) - {"rebuild", "max_rebuilds", "snapshot_every_ms", "snapshot_after_exec"}
+            unknown = set(recovery) - {"rebuild", "max_rebuilds", "snapshot_every_ms", "snapshot_after_exec", "full"}
             if unknown:
                 raise ValueError(f"recovery: unknown keys {sorted(unknown)}")
             req.recovery.rebuild = bool(recovery.get("rebuild", False))
             req.recovery.max_rebuilds = int(recovery.get("max_rebuilds", 0))
             req.recovery.snapshot_every_ms = int(recovery.get("snapshot_every_ms", 0))
             req.recovery.snapshot_after_exec = bool(recovery.get("snapshot_after_exec", False))
+            req.recovery.full = bool(recovery.get("full", False))
         info = SandboxInfo._from(pb, _call(self._stub.Create, req))
         return Session(self, info)
 
@@ -744,9 +751,11 @@ class AirlockClient:
         return Version(v.version, v.init_protocol)
 
     # Filesystem snapshots (sandboxes created with snapshots=True or a disk limit).
-    def snapshot(self, sandbox_id: str, labels: Optional[Mapping[str, str]] = None, keep_last: int = 0) -> SnapshotInfo:
-        """keep_last: keep only the sandbox's newest N snapshots (0: the daemon's default)."""
-        req = self._pb.SnapshotRequest(sandbox_id=sandbox_id, keep_last=keep_last)
+    def snapshot(self, sandbox_id: str, labels: Optional[Mapping[str, str]] = None, keep_last: int = 0,
+                 full: bool = False) -> SnapshotInfo:
+        """keep_last: keep only the sandbox's newest N snapshots (0: the daemon's default).
+        full: its processes too, with CRIU (a sandbox created checkpointable)."""
+        req = self._pb.SnapshotRequest(sandbox_id=sandbox_id, keep_last=keep_last, full=full)
         if labels:
             req.labels.update(labels)
         return SnapshotInfo._from(_call(self._stub.Snapshot, req))
@@ -758,9 +767,12 @@ class AirlockClient:
     def delete_snapshot(self, snapshot_id: str) -> SnapshotInfo:
         return SnapshotInfo._from(_call(self._stub.DeleteSnapshot, self._pb.SnapshotRef(id=snapshot_id)))
 
-    def restore(self, snapshot_id: str, labels: Optional[Mapping[str, str]] = None) -> "Session":
-        """A new sandbox on a writable copy of the snapshot (the source's image, limits and network)."""
-        req = self._pb.RestoreRequest(snapshot_id=snapshot_id)
+    def restore(self, snapshot_id: str, labels: Optional[Mapping[str, str]] = None,
+                filesystem_only: bool = False) -> "Session":
+        """A new sandbox on a writable copy of the snapshot (the source's image, limits and network).
+        A full snapshot's processes come back too (in the source's id range: the source must be
+        gone), unless filesystem_only."""
+        req = self._pb.RestoreRequest(snapshot_id=snapshot_id, filesystem_only=filesystem_only)
         if labels:
             req.labels.update(labels)
         return Session(self, SandboxInfo._from(self._pb, _call(self._stub.Restore, req)))
@@ -846,8 +858,9 @@ class Session:
         self.info = SandboxInfo._from(self._pb, _call(self._stub.Resume, self._pb.SandboxRef(id=self.id)))
         return self.info
 
-    def snapshot(self, labels: Optional[Mapping[str, str]] = None, keep_last: int = 0) -> SnapshotInfo:
-        return self.client.snapshot(self.id, labels, keep_last)
+    def snapshot(self, labels: Optional[Mapping[str, str]] = None, keep_last: int = 0,
+                 full: bool = False) -> SnapshotInfo:
+        return self.client.snapshot(self.id, labels, keep_last, full)
 
     def stats(self) -> Stats:
         s = _call(self._stub.Stats, self._pb.SandboxRef(id=self.id))
