@@ -2,6 +2,7 @@
 // every sandbox's init and pidfd, timers for lifetimes, idle timeouts and
 // cgroup events, and the event log.
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -427,8 +428,23 @@ Result<std::shared_ptr<Live>> Manager::Adopt(const SandboxRow& row, const v1::Sa
   auto live = std::make_shared<Live>();
   live->id = info.id();
   live->owner = row.owner;
-  live->sandbox = TRY(
-      Sandbox::Adopt(spec, config_.paths, std::move(held.channel), std::move(held.pidfd), std::move(held.egress)));
+  AdoptOrigin origin{request.checkpointable(), info.processes_restored()};
+  if (origin.checkpointable) {
+    // A checkpoint names each host mount as the launch made them: planned
+    // again, as the owner (the same order, the same destinations).
+    Caller owner{row.owner, row.owner, 0};
+    if (passwd* pw = getpwuid(row.owner)) owner.gid = pw->pw_gid;
+    if (auto plan = PlanCreate(request, config_.allowed_roots, owner.uid, owner.gid)) {
+      spec.mounts = plan->mounts;
+      spec.seccomp_profile = plan->seccomp_profile;
+    } else {
+      origin.checkpointable = false;
+      fprintf(stderr, "airlockd: %s: full snapshots off after the restart (%s)\n", info.id().c_str(),
+              plan.error().message.c_str());
+    }
+  }
+  live->sandbox = TRY(Sandbox::Adopt(spec, config_.paths, std::move(held.channel), std::move(held.pidfd),
+                                     std::move(held.egress), origin));
   live->session = std::make_unique<InitSession>(live->sandbox->channel_fd());
   // What the previous daemon ran there has no caller any more: its output
   // went with the daemon and no handle names it. It ends, as a command does

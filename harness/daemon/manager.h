@@ -204,8 +204,10 @@ class Manager {
   Result<std::string> SealKey();
   std::string CheckpointDir(const std::string& snapshot_id) const;
   void RemoveCheckpointImages(const std::string& snapshot_id);
+  // Snapshot's full branch: the images sealed under CheckpointDir(id), the
+  // layer as pool snapshot `id`; *generation the layer's, as snapshotted.
   ApiResult<v1::SnapshotInfo> FullSnapshot(const std::shared_ptr<Live>& live, const std::string& id,
-                                           uint64_t flush_ns);
+                                           uint64_t flush_ns, uint64_t* generation);
   Result<storage::Pool*> SnapshotPool();
   // Deletes pool snapshots no stored snapshot names (a crash between taking
   // one and recording it, or deleting one); called at start.

@@ -78,7 +78,7 @@ void Manager::RemoveCheckpointImages(const std::string& snapshot_id) {
 }
 
 ApiResult<v1::SnapshotInfo> Manager::FullSnapshot(const std::shared_ptr<Live>& live, const std::string& id,
-                                                  uint64_t flush_ns) {
+                                                  uint64_t flush_ns, uint64_t* generation) {
   // Called with snapshot_mu_ held. What can't work is said before anything
   // is made.
   Sandbox& sb = *live->sandbox;
@@ -104,7 +104,7 @@ ApiResult<v1::SnapshotInfo> Manager::FullSnapshot(const std::shared_ptr<Live>& l
     CheckpointSeal seal{live->id, sb.id_base(), TRY(sb.ChannelKey()), {}};
     auto taken = TRY(sb.CheckpointWithLayer(images.get(), id));
     if (auto sealed = WriteCheckpointSeal(images.get(), key, seal); !sealed) {
-      (void)SnapshotPool().value()->DeleteSnapshot(id);
+      if (auto pool = SnapshotPool()) (void)(*pool)->DeleteSnapshot(id);
       return std::unexpected(sealed.error());
     }
     return taken;
@@ -121,8 +121,7 @@ ApiResult<v1::SnapshotInfo> Manager::FullSnapshot(const std::shared_ptr<Live>& l
   info.set_frozen_us(made->frozen_ns / 1000);
   info.set_contents(kFullContents);
   info.set_process_images_bytes(FilesBytes(dir));
-  // The generation goes in the row (set by the caller) from here.
-  info.set_id(std::to_string(made->generation));
+  *generation = made->generation;
   return info;
 }
 
@@ -173,7 +172,7 @@ ApiResult<v1::SnapshotInfo> Manager::Snapshot(const Caller& caller, const v1::Sn
   for (const auto& r : *rows) {
     if (r.sandbox_id == live->id) mine.push_back(r.id);
     v1::SnapshotInfo i;
-    if (i.ParseFromString(r.info)) bytes += i.bytes();
+    if (i.ParseFromString(r.info)) bytes += i.bytes() + i.process_images_bytes();
   }
   const size_t dropped = keep && mine.size() + 1 > keep ? mine.size() + 1 - keep : 0;
   if (mine.size() + 1 - dropped > config_.snapshot_max_per_sandbox)
@@ -191,8 +190,7 @@ ApiResult<v1::SnapshotInfo> Manager::Snapshot(const Caller& caller, const v1::Sn
   v1::SnapshotInfo info;
   uint64_t snapshot_generation = 0;
   if (request.full()) {
-    info = TRY(FullSnapshot(live, id, flush_ns));
-    snapshot_generation = std::stoull(info.id());
+    info = TRY(FullSnapshot(live, id, flush_ns, &snapshot_generation));
   } else {
     auto taken = live->sandbox->SnapshotLayer(id);
     if (!taken) return FromError(taken.error(), "snapshot");

@@ -8,6 +8,7 @@
 
 #include "runtime/launch/internal.h"
 #include "runtime/launch/sandbox.h"
+#include "runtime/storage/idrange.h"
 
 namespace airlock {
 namespace {
@@ -25,9 +26,11 @@ pid_t PidOfPidfd(int pidfd) {
 }  // namespace
 
 Result<std::unique_ptr<Sandbox>> Sandbox::Adopt(const SandboxSpec& spec, const RuntimePaths& paths, UniqueFd channel,
-                                                UniqueFd pidfd, UniqueFd egress) {
+                                                UniqueFd pidfd, UniqueFd egress, AdoptOrigin how) {
   std::unique_ptr<Sandbox> sb(new Sandbox());
   sb->spec_ = spec;
+  sb->checkpointable_ = how.checkpointable;
+  sb->restored_ = how.restored;
   sb->res_ = std::make_unique<Resources>();
   RecordNotes notes;
   sb->res_->record = TRY(SandboxRecord::Adopt(paths, spec.id, &notes));
@@ -51,6 +54,12 @@ Result<std::unique_ptr<Sandbox>> Sandbox::Adopt(const SandboxSpec& spec, const R
     sb->res_->has_ids = true;
     sb->res_->durable_ids = false;
     sb->res_->idranges_path = paths.IdRanges();
+    // Its range as the kernel holds it: init's uid map, "0 <base> <count>".
+    std::ifstream map("/proc/" + std::to_string(pid) + "/uid_map");
+    uint32_t inside = 1, base = 0, count = 0;
+    if (!(map >> inside >> base >> count) || inside != 0 || count != storage::kIdRangeSize)
+      return Fail("adopt", spec.id + ": init's uid map is not a sandbox's id range");
+    sb->res_->ids = storage::IdRange{base, count};
   }
   sb->init_pid_ = pid;
   sb->pidfd_ = std::move(pidfd);

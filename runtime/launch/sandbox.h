@@ -105,6 +105,12 @@ struct RestoreRequest {
   std::string channel_key;
 };
 
+// What an adopted sandbox was launched as (Sandbox::Adopt).
+struct AdoptOrigin {
+  bool checkpointable = false;  // LaunchOptions::checkpointable
+  bool restored = false;        // it came from Sandbox::Restore
+};
+
 class Sandbox {
  public:
   static Result<std::unique_ptr<Sandbox>> Start(const SandboxSpec& spec, const RuntimePaths& paths,
@@ -130,9 +136,11 @@ class Sandbox {
   // subvolume and id range, so that Destroy() removes them as usual. `spec`
   // needs only the id and limits. No message is exchanged with init here.
   // `egress`: the egress channel's host end, for a sandbox in network mode
-  // proxy (the keeper held it too).
+  // proxy (the keeper held it too). `how`: what it was launched as, which
+  // its owner recorded (a checkpoint of it needs spec.mounts as launched).
   static Result<std::unique_ptr<Sandbox>> Adopt(const SandboxSpec& spec, const RuntimePaths& paths,
-                                                UniqueFd channel, UniqueFd pidfd, UniqueFd egress = {});
+                                                UniqueFd channel, UniqueFd pidfd, UniqueFd egress = {},
+                                                AdoptOrigin how = {});
 
   // Runs `process` inside, with the given stdin, stdout, stderr.
   Result<void> Exec(const ProcessSpec& process, std::span<const int> stdio);

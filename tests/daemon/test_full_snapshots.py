@@ -325,3 +325,52 @@ def test_recovery_brings_processes_back(client):
         assert ask(r, "state['token']") == token
     finally:
         cleanup(client, s, sandbox_ids=[sid])
+
+
+@needs_criu
+def test_after_an_airlockd_restart_with_an_output_dir(base_dir):
+    # The keeper holds the sandbox across the restart; the next airlockd
+    # takes it back and can still checkpoint it, its writable host mount
+    # (an output dir, idmapped) named as the launch made it.
+    from airlock_client import Manifest, ManifestEntry
+    from conftest import Daemon
+
+    allowed = base_dir / "full-allowed"
+    out = allowed / "out"
+    out.mkdir(parents=True)
+    os.chmod(allowed, 0o755)
+    os.chown(out, 4242, 4242)
+    d = Daemon(base_dir, "full-restart", allow_roots=(str(allowed),))
+    d.start()
+    try:
+        c = d.client()
+        s = c.create(checkpointable=True, manifest=Manifest(entries=[ManifestEntry("out", output_dir=str(out))]))
+        sid = s.id
+        start_repl(s)
+        token = ask(s, "state['token']")
+        c.close()
+        d.kill9()
+        d.start()
+        c = d.client()
+        s = c.resume(sid)
+        assert s.info.checkpointable
+        assert ask(s, "open('/workspace/out/log', 'a').write('before\\n')") == "7"
+        snap = s.snapshot(full=True)
+        assert snap.full
+        s.delete()
+        r = c.restore(snap.id)
+        assert ask(r, "state['token']") == token
+        assert ask(r, "open('/workspace/out/log', 'a').write('after\\n')") == "6"
+        assert (out / "log").read_text() == "before\nafter\n"
+        assert (out / "log").stat().st_uid == 4242  # still the directory's owner's
+        r.delete()
+        for x in c.list_snapshots():
+            c.delete_snapshot(x.id)
+        c.close()
+    finally:
+        if d.proc is not None and d.proc.poll() is not None:
+            d.start()
+        d.destroy_all()
+        status = d.stop()
+    assert status == 0, d.log_tail()
+    assert not d.leftovers()
