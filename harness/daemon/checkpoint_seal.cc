@@ -52,7 +52,7 @@ Result<std::string> FileSha256(int dir_fd, const std::string& name) {
   return Hex(md, len);
 }
 
-// Every file of the directory but CRIU's logs and the seal, hashed.
+// Every file of the directory but CRIU's own output and the seal, hashed.
 Result<std::map<std::string, std::string>> HashImages(int images_dir_fd) {
   UniqueFd dir(openat(images_dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   DIR* listing = dir ? fdopendir(dir.Release()) : nullptr;
@@ -60,7 +60,7 @@ Result<std::map<std::string, std::string>> HashImages(int images_dir_fd) {
   std::vector<std::string> names;
   while (dirent* e = readdir(listing)) {
     std::string name = e->d_name;
-    if (name == "." || name == ".." || name == kCheckpointSeal || IsCriuLog(name)) continue;
+    if (name == "." || name == ".." || name == kCheckpointSeal || IsCriuOutput(name)) continue;
     names.push_back(name);
   }
   closedir(listing);
@@ -95,8 +95,8 @@ bool Printable(const std::string& s) {
 
 }  // namespace
 
-bool IsCriuLog(const std::string& name) {
-  return name.size() > 4 && name.ends_with(".log");
+bool IsCriuOutput(const std::string& name) {
+  return (name.size() > 4 && name.ends_with(".log")) || name == "stats-restore";
 }
 
 Result<std::string> LoadOrCreateSealKey(const std::string& path) {

@@ -5,8 +5,8 @@
 // channel key) and the SHA-256 of every image file, authenticated by an
 // HMAC-SHA256 under a key only airlockd holds (<state>/checkpoint.key, root
 // 0600, made on first use). Any change to an image, an added or a missing
-// one, or to the seal, fails verification; CRIU's logs are not sealed and
-// CRIU never reads them.
+// one, or to the seal, fails verification; what CRIU only writes there (its
+// logs, stats-restore) is not sealed.
 #pragma once
 
 #include <cstdint>
@@ -40,7 +40,10 @@ Result<void> WriteCheckpointSeal(int images_dir_fd, const std::string& key, Chec
 // says which check failed (for an API reply: nothing secret in it).
 Result<CheckpointSeal> VerifyCheckpointSeal(int images_dir_fd, const std::string& key);
 
-// Whether `name` is a file CRIU writes as a log (not sealed, never read).
-bool IsCriuLog(const std::string& name);
+// Whether `name` is what CRIU writes into an images directory beside the
+// images and never reads back: its logs, and the restore's statistics (a
+// restore writes stats-restore, so a second restore would otherwise find a
+// file the seal doesn't name). Not sealed.
+bool IsCriuOutput(const std::string& name);
 
 }  // namespace airlock::daemon

@@ -114,7 +114,7 @@ Result<void> ExportSnapshotArchive(const std::string& snapshot_path, const std::
     std::vector<std::string> names;
     if (DIR* listing = opendir(images_dir.c_str())) {
       while (dirent* e = readdir(listing))
-        if (PlainName(e->d_name) && !IsCriuLog(e->d_name)) names.push_back(e->d_name);
+        if (PlainName(e->d_name) && !IsCriuOutput(e->d_name)) names.push_back(e->d_name);
       closedir(listing);
     } else {
       return Errno("opendir", images_dir);

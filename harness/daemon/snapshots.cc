@@ -98,12 +98,17 @@ ApiResult<v1::SnapshotInfo> Manager::FullSnapshot(const std::shared_ptr<Live>& l
     return ApiFail(Code::kInternal, "snapshot.full: mkdir " + parent + ": " + strerror(errno));
   const std::string dir = CheckpointDir(id);
   if (mkdir(dir.c_str(), 0700) < 0) return ApiFail(Code::kInternal, "snapshot.full: mkdir " + dir + ": " + strerror(errno));
+  uint64_t seal_us = 0;
   auto made = [&]() -> Result<Sandbox::LayerSnapshot> {
     UniqueFd images(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!images) return Errno("open", dir);
     CheckpointSeal seal{live->id, sb.id_base(), TRY(sb.ChannelKey()), {}};
     auto taken = TRY(sb.CheckpointWithLayer(images.get(), id));
-    if (auto sealed = WriteCheckpointSeal(images.get(), key, seal); !sealed) {
+    const auto seal_start = std::chrono::steady_clock::now();
+    auto sealed = WriteCheckpointSeal(images.get(), key, seal);
+    seal_us = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                        std::chrono::steady_clock::now() - seal_start).count());
+    if (!sealed) {
       if (auto pool = SnapshotPool()) (void)(*pool)->DeleteSnapshot(id);
       return std::unexpected(sealed.error());
     }
@@ -121,6 +126,7 @@ ApiResult<v1::SnapshotInfo> Manager::FullSnapshot(const std::shared_ptr<Live>& l
   info.set_frozen_us(made->frozen_ns / 1000);
   info.set_contents(kFullContents);
   info.set_process_images_bytes(FilesBytes(dir));
+  info.set_seal_us(seal_us);
   *generation = made->generation;
   return info;
 }

@@ -301,11 +301,12 @@ class SnapshotInfo:
     image: str
     full: bool = False  # its processes too (CRIU images sealed by the daemon)
     process_images_bytes: int = 0
+    seal_us: int = 0  # full: hashing and sealing its images
 
     @classmethod
     def _from(cls, m: Any) -> "SnapshotInfo":
         return cls(m.id, m.sandbox_id, m.owner_uid, m.created_unix_ms, m.bytes, m.reused, m.flush_us, m.frozen_us,
-                   m.contents, dict(m.labels), m.image, m.full, m.process_images_bytes)
+                   m.contents, dict(m.labels), m.image, m.full, m.process_images_bytes, m.seal_us)
 
 
 @dataclass
