@@ -25,6 +25,7 @@ constexpr uint64_t kDefaultRunOutput = 1 << 20;
 constexpr uint64_t kMaxRunOutput = 64 << 20;
 constexpr size_t kMaxListing = 100000;
 constexpr size_t kProcessesKept = 256;  // finished background processes kept per sandbox
+constexpr char kGenerationMetadata[] = "airlock-generation";  // see Locate
 
 // Random per daemon start.
 const std::string& ProcessIdSuffix() {
@@ -84,11 +85,13 @@ class Service final : public v1::Airlock::Service {
   }
   Status Stats(ServerContext* ctx, const v1::SandboxRef* req, v1::SandboxStats* out) override {
     Caller c = API_TRY(Who(ctx));
+    (void)API_TRY(Locate(ctx, c, req->id()));
     *out = API_TRY(m_->Stats(c, req->id()));
     return Status::OK;
   }
   Status Snapshot(ServerContext* ctx, const v1::SnapshotRequest* req, v1::SnapshotInfo* out) override {
     Caller c = API_TRY(Who(ctx));
+    (void)API_TRY(Locate(ctx, c, req->sandbox_id()));
     *out = API_TRY(m_->Snapshot(c, *req));
     return Status::OK;
   }
@@ -181,7 +184,7 @@ class Service final : public v1::Airlock::Service {
     if (!stream->Read(&first)) return Status(grpc::INVALID_ARGUMENT, "exec: no start message");
     if (!first.has_start()) return Status(grpc::INVALID_ARGUMENT, "exec: the first message must be start");
     const v1::Command& command = first.start().command();
-    auto live = API_TRY(m_->Find(c, command.sandbox_id()));
+    auto live = API_TRY(Locate(ctx, c, command.sandbox_id()));
     auto cmd = API_TRY(CommandHandle::Start(live, command, first.start().stdin() || command.tty(), "exec.start.command"));
     // Only this thread writes to the stream (the reader below only reads).
     if (cmd->pid() != 0) {  // 0: it never ran; the exit says why
@@ -235,7 +238,7 @@ class Service final : public v1::Airlock::Service {
 
   Status Run(ServerContext* ctx, const v1::RunRequest* req, v1::RunResponse* out) override {
     Caller c = API_TRY(Who(ctx));
-    auto live = API_TRY(m_->Find(c, req->command().sandbox_id()));
+    auto live = API_TRY(Locate(ctx, c, req->command().sandbox_id()));
     uint64_t cap = req->max_output_bytes() ? req->max_output_bytes() : kDefaultRunOutput;
     if (cap > kMaxRunOutput) return Status(grpc::INVALID_ARGUMENT, "run.max_output_bytes: at most 64 MiB");
     auto cmd = API_TRY(CommandHandle::Start(live, req->command(), !req->stdin().empty(), "run.command"));
@@ -266,7 +269,7 @@ class Service final : public v1::Airlock::Service {
 
   Status StartProcess(ServerContext* ctx, const v1::StartProcessRequest* req, v1::Process* out) override {
     Caller c = API_TRY(Who(ctx));
-    auto live = API_TRY(m_->Find(c, req->command().sandbox_id()));
+    auto live = API_TRY(Locate(ctx, c, req->command().sandbox_id()));
     std::string pid;
     {
       std::lock_guard lock(live->mu);
@@ -292,7 +295,7 @@ class Service final : public v1::Airlock::Service {
   }
   Status ListProcesses(ServerContext* ctx, const v1::SandboxRef* req, v1::ListProcessesResponse* out) override {
     Caller c = API_TRY(Who(ctx));
-    auto live = API_TRY(m_->Find(c, req->id()));
+    auto live = API_TRY(Locate(ctx, c, req->id()));
     std::vector<std::shared_ptr<Process>> all;
     {
       std::lock_guard lock(live->mu);
@@ -457,12 +460,27 @@ class Service final : public v1::Airlock::Service {
     return *c;
   }
 
+  // The caller's live sandbox `id`; its generation goes out with the reply
+  // (initial metadata "airlock-generation", on every call that names a
+  // sandbox: streams and empty replies too), so a caller can tell when it
+  // is talking to a sandbox recovery rebuilt.
+  ApiResult<std::shared_ptr<Live>> Locate(ServerContext* ctx, const Caller& c, const std::string& id) {
+    auto live = TRY(m_->Find(c, id));
+    uint64_t generation;
+    {
+      std::lock_guard lock(live->mu);
+      generation = live->info.generation() ? live->info.generation() : 1;
+    }
+    ctx->AddInitialMetadata(kGenerationMetadata, std::to_string(generation));
+    return live;
+  }
+
   ApiResult<std::pair<std::shared_ptr<Live>, proto::FileOpRequest>> FileSetup(ServerContext* ctx,
                                                                                const v1::FileRequest& f,
                                                                                proto::FileOp kind,
                                                                                const std::string& field) {
     Caller c = TRY(Who(ctx));
-    auto live = TRY(m_->Find(c, f.sandbox_id()));
+    auto live = TRY(Locate(ctx, c, f.sandbox_id()));
     proto::FileOpRequest op;
     op.op = kind;
     op.path = TRY(SandboxPath(*live, field + ".path", f.path()));
@@ -488,7 +506,7 @@ class Service final : public v1::Airlock::Service {
 
   ApiResult<std::shared_ptr<Process>> FindProcess(ServerContext* ctx, const v1::ProcessRef& ref) {
     Caller c = TRY(Who(ctx));
-    auto live = TRY(m_->Find(c, ref.sandbox_id()));
+    auto live = TRY(Locate(ctx, c, ref.sandbox_id()));
     std::lock_guard lock(live->mu);
     auto it = live->processes.find(ref.process_id());
     if (it == live->processes.end()) return ApiFail(Code::kNotFound, "no process " + ref.process_id() + " in " + ref.sandbox_id());

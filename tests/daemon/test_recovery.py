@@ -52,6 +52,18 @@ def test_rebuilt_from_its_last_snapshot(client):
         assert info.rebuilt_from in rehydrated.message and "lost" in rehydrated.message
         after = s.exec("cat /workspace/state")
         assert after.stdout == b"before\n" and after.generation == 2
+        # Every reply says so, not only Run's: file calls (a stream, an empty
+        # reply) and a streamed Exec carry it as metadata.
+        from airlock_client import Session
+        assert s.info.generation == 1  # as created
+        stale = Session(client, s.info)
+        assert stale.read("/workspace/state") == b"before\n" and stale.generation == 2
+        stale = Session(client, s.info)
+        stale.rm("/workspace/state")
+        assert stale.generation == 2
+        stream = stale.exec_stream(["/bin/true"])
+        list(stream)
+        assert stream.generation == 2
     finally:
         s.delete()
         for x in client.list_snapshots(s.id):

@@ -514,6 +514,14 @@ class ExecStream:
 
     _DONE = object()
 
+    @property
+    def generation(self) -> int:
+        """The sandbox's generation, as the daemon sent it with this command's output."""
+        for key, value in self._call.initial_metadata() or ():
+            if key == "airlock-generation":
+                return int(value)
+        return 0
+
     def __init__(self, pb: ModuleType, stub: Any, start: Any) -> None:
         self._pb = pb
         self._queue: "queue.Queue[Any]" = queue.Queue()
@@ -824,10 +832,35 @@ class Session:
         self.info = info
         self._pb = client._pb
         self._stub = client._stub
+        self._generation = info.generation
 
     @property
     def id(self) -> str:
         return self.info.id
+
+    @property
+    def generation(self) -> int:
+        """The sandbox's generation as the last reply said it: one more each time recovery rebuilt it."""
+        return max(self._generation, self.info.generation)
+
+    def _saw(self, call: Any) -> None:
+        for key, value in call.initial_metadata() or ():
+            if key == "airlock-generation":
+                self._generation = int(value)
+
+    def _rpc(self, method: Any, request: Any) -> Any:
+        """A unary reply; the generation airlockd sent with it is kept."""
+        try:
+            reply, call = method.with_call(request)
+        except grpc.RpcError as e:
+            raise _error(e) from None
+        self._saw(call)
+        return reply
+
+    def _chunks(self, call: Any) -> bytes:
+        data = b"".join(c.data for c in _stream(call))
+        self._saw(call)
+        return data
 
     @property
     def sandbox_id(self) -> str:
@@ -852,11 +885,11 @@ class Session:
         return self.info
 
     def pause(self) -> SandboxInfo:
-        self.info = SandboxInfo._from(self._pb, _call(self._stub.Pause, self._pb.SandboxRef(id=self.id)))
+        self.info = SandboxInfo._from(self._pb, self._rpc(self._stub.Pause, self._pb.SandboxRef(id=self.id)))
         return self.info
 
     def resume(self) -> SandboxInfo:
-        self.info = SandboxInfo._from(self._pb, _call(self._stub.Resume, self._pb.SandboxRef(id=self.id)))
+        self.info = SandboxInfo._from(self._pb, self._rpc(self._stub.Resume, self._pb.SandboxRef(id=self.id)))
         return self.info
 
     def snapshot(self, labels: Optional[Mapping[str, str]] = None, keep_last: int = 0,
@@ -864,7 +897,7 @@ class Session:
         return self.client.snapshot(self.id, labels, keep_last, full)
 
     def stats(self) -> Stats:
-        s = _call(self._stub.Stats, self._pb.SandboxRef(id=self.id))
+        s = self._rpc(self._stub.Stats, self._pb.SandboxRef(id=self.id))
         return Stats(s.id, s.cpu_usage_ns, s.memory_bytes, s.memory_limit_bytes, s.pids, s.pids_limit, s.disk_bytes,
                      s.disk_limit_bytes, s.oom_kills, s.pids_limit_hits)
 
@@ -903,7 +936,7 @@ class Session:
                                   max_output_bytes=max_output_bytes)
         if stdin is not None:
             req.stdin = _bytes(stdin)
-        r = _call(self._stub.Run, req)
+        r = self._rpc(self._stub.Run, req)
         e = r.exit
         return ExecResult(exit_code=e.code, signal=e.signal, stdout=r.stdout, stderr=r.stderr, timed_out=e.timed_out,
                           oom_killed=e.oom_killed, stdout_truncated=r.stdout_truncated,
@@ -925,7 +958,7 @@ class Session:
         """Starts a background command; its output is buffered in the daemon (read_output)."""
         req = self._pb.StartProcessRequest(command=self._command(argv, env, cwd, user, timeout_ms, tty, rows, cols),
                                            stdin=stdin)
-        p = _call(self._stub.StartProcess, req)
+        p = self._rpc(self._stub.StartProcess, req)
         kind = PtyProcess if tty else BackgroundProcess
         return kind(sandbox_id=p.sandbox_id, process_id=p.process_id, pid=p.pid, argv=list(p.argv), tty=tty)
 
@@ -944,7 +977,7 @@ class Session:
     def write_stdin(self, process: Union[BackgroundProcess, str], data: Union[bytes, str],
                     close: bool = False) -> ProcessStatus:
         req = self._pb.WriteProcessStdinRequest(process=self._ref(process), data=_bytes(data), close=close)
-        return ProcessStatus._from(_call(self._stub.WriteProcessStdin, req))
+        return ProcessStatus._from(self._rpc(self._stub.WriteProcessStdin, req))
 
     def close_stdin(self, process: Union[BackgroundProcess, str]) -> ProcessStatus:
         return self.write_stdin(process, b"", close=True)
@@ -954,21 +987,21 @@ class Session:
         """Takes the buffered output (per stream up to max_bytes, default 64 KiB),
         waiting up to wait_ms for some or for the end."""
         req = self._pb.ReadProcessOutputRequest(process=self._ref(process), max_bytes=max_bytes, wait_ms=wait_ms)
-        r = _call(self._stub.ReadProcessOutput, req)
+        r = self._rpc(self._stub.ReadProcessOutput, req)
         return ProcessOutput(r.stdout, r.stderr, r.eof, ProcessStatus._from(r.process))
 
     def signal(self, process: Union[BackgroundProcess, str], signo: int) -> ProcessStatus:
         req = self._pb.SignalProcessRequest(process=self._ref(process), signo=signo)
-        return ProcessStatus._from(_call(self._stub.SignalProcess, req))
+        return ProcessStatus._from(self._rpc(self._stub.SignalProcess, req))
 
     def kill(self, process: Union[BackgroundProcess, str], signo: int = int(_signal.SIGKILL)) -> ProcessStatus:
         return self.signal(process, signo)
 
     def process_status(self, process: Union[BackgroundProcess, str]) -> ProcessStatus:
-        return ProcessStatus._from(_call(self._stub.GetProcess, self._ref(process)))
+        return ProcessStatus._from(self._rpc(self._stub.GetProcess, self._ref(process)))
 
     def list_processes(self) -> list[ProcessStatus]:
-        r = _call(self._stub.ListProcesses, self._pb.SandboxRef(id=self.id))
+        r = self._rpc(self._stub.ListProcesses, self._pb.SandboxRef(id=self.id))
         return [ProcessStatus._from(p) for p in r.processes]
 
     # --- files ---
@@ -979,7 +1012,7 @@ class Session:
     def read(self, path: str, offset: int = 0, length: int = 0, *, user: str = "") -> bytes:
         """The file's bytes from offset (length 0: to the end)."""
         req = self._pb.ReadFileRequest(file=self._file(path, user), offset=offset, length=length)
-        return b"".join(c.data for c in _stream(self._stub.ReadFile(req)))
+        return self._chunks(self._stub.ReadFile(req))
 
     def write(self, path: str, data: Union[bytes, str], mode: int = 0, write_mode: str = "atomic",
               make_parents: bool = False, *, user: str = "") -> FileInfo:
@@ -997,15 +1030,15 @@ class Session:
             for off in range(0, len(payload), CHUNK_SIZE):
                 yield pb.WriteFileRequest(data=bytes(payload[off:off + CHUNK_SIZE]))
 
-        return FileInfo._from(pb, _call(self._stub.WriteFile, requests()))
+        return FileInfo._from(pb, self._rpc(self._stub.WriteFile, requests()))
 
     def ls(self, path: str = "", *, user: str = "") -> list[FileInfo]:
-        r = _call(self._stub.ListDir, self._file(path or self.workspace, user))
+        r = self._rpc(self._stub.ListDir, self._file(path or self.workspace, user))
         return [FileInfo._from(self._pb, e) for e in r.entries]
 
     def stat(self, path: str, follow_symlinks: bool = False, *, user: str = "") -> FileInfo:
         req = self._pb.StatRequest(file=self._file(path, user), follow_symlinks=follow_symlinks)
-        return FileInfo._from(self._pb, _call(self._stub.Stat, req))
+        return FileInfo._from(self._pb, self._rpc(self._stub.Stat, req))
 
     def exists(self, path: str) -> bool:
         try:
@@ -1015,20 +1048,20 @@ class Session:
         return True
 
     def rm(self, path: str, recursive: bool = False, *, user: str = "") -> None:
-        _call(self._stub.Remove, self._pb.RemoveRequest(file=self._file(path, user), recursive=recursive))
+        self._rpc(self._stub.Remove, self._pb.RemoveRequest(file=self._file(path, user), recursive=recursive))
 
     def mkdir(self, path: str, parents: bool = False, mode: int = 0, *, user: str = "") -> FileInfo:
         req = self._pb.MkdirRequest(file=self._file(path, user), parents=parents, mode=mode)
-        return FileInfo._from(self._pb, _call(self._stub.Mkdir, req))
+        return FileInfo._from(self._pb, self._rpc(self._stub.Mkdir, req))
 
     def rename(self, src: str, dst: str, no_replace: bool = False, *, user: str = "") -> None:
-        _call(self._stub.Rename, self._pb.RenameRequest(file=self._file(src, user), to=dst, no_replace=no_replace))
+        self._rpc(self._stub.Rename, self._pb.RenameRequest(file=self._file(src, user), to=dst, no_replace=no_replace))
 
     # --- workspace transfer ---
 
     def download(self, path: str, *, user: str = "") -> bytes:
         """A directory as a tar stream."""
-        return b"".join(c.data for c in _stream(self._stub.Download(self._file(path, user))))
+        return self._chunks(self._stub.Download(self._file(path, user)))
 
     def upload(self, path: str, tar: Union[bytes, Iterable[bytes]], *, user: str = "") -> None:
         """Extracts a tar stream into a directory (created if missing)."""
@@ -1048,7 +1081,7 @@ class Session:
             for c in chunks():
                 yield pb.UploadRequest(tar=c)
 
-        _call(self._stub.Upload, requests())
+        self._rpc(self._stub.Upload, requests())
 
     def persist_workspace(self) -> bytes:
         """The workspace as a tar archive (Download)."""
