@@ -379,28 +379,32 @@ ApiResult<v1::Sandbox> Manager::RestoreFrom(const Caller& caller, const Snapshot
 ApiResult<std::vector<v1::Sandbox>> Manager::Fork(const Caller& caller, const v1::ForkRequest& request) {
   if (request.count() < 1 || request.count() > kMaxFork)
     return BadField("fork.count", "must be 1-" + std::to_string(kMaxFork) + " (got " + std::to_string(request.count()) + ")");
-  {
-    SnapshotRow row = TRY(FindSnapshot(*store_, caller, request.snapshot_id()));
-    v1::SnapshotInfo info;
-    info.ParseFromString(row.info);
-    if (info.full())
-      return ApiFail(Code::kFailedPrecondition,
-                     "fork: snapshot " + row.id + " is full: its processes come back only in the id range of the "
-                     "sandbox it was taken of, once; fork a filesystem snapshot (or Restore it filesystem_only)");
-  }
+  SnapshotRow row = TRY(FindSnapshot(*store_, caller, request.snapshot_id()));
+  v1::SnapshotInfo info;
+  info.ParseFromString(row.info);
+  if (info.full())
+    return ApiFail(Code::kFailedPrecondition,
+                   "fork: snapshot " + row.id + " is full: its processes come back only in the id range of the "
+                   "sandbox it was taken of, once; fork a filesystem snapshot (or Restore it filesystem_only)");
+  v1::CreateRequest shape;
+  if (row.request.empty() || !shape.ParseFromString(row.request))
+    return ApiFail(Code::kFailedPrecondition, "fork: snapshot " + row.id + " has no record of its sandbox's shape");
+  shape.clear_labels();
+  *shape.mutable_labels() = request.labels();
+  // Each its own hostname: the source's, numbered.
+  const std::string base = (shape.hostname().empty() ? std::string("sandbox") : shape.hostname()).substr(0, 60);
   std::vector<v1::Sandbox> made;
   auto undo = [&](const ApiError& e) -> ApiResult<std::vector<v1::Sandbox>> {
     for (const auto& s : made) (void)Destroy(caller, s.id());
     return std::unexpected(e);
   };
   for (uint32_t i = 0; i < request.count(); ++i) {
-    v1::RestoreRequest r;
-    r.set_snapshot_id(request.snapshot_id());
-    *r.mutable_labels() = request.labels();
-    auto sandbox = Restore(caller, r);
+    v1::CreateRequest create = shape;
+    create.set_hostname(base + "-" + std::to_string(i + 1));
+    auto sandbox = RestoreFrom(caller, row, create, {}, false);
     if (!sandbox) return undo(sandbox.error());
     made.push_back(*sandbox);
-    // Its own identity: a machine-id of its own (the id range and the
+    // Its own identity: a machine-id of its own (the hostname, id range and
     // sandbox id already are).
     auto live = Find(caller, sandbox->id());
     if (!live) return undo(live.error());

@@ -125,6 +125,26 @@ def test_checkpointable_is_refused_where_it_cannot_work(client):
         client.create(recovery={"rebuild": True, "full": True})
 
 
+@needs_criu
+def test_what_criu_cannot_dump_is_refused_by_name(client):
+    # An inotify watch (CRIU 3.17 can't dump one on overlayfs): the preflight
+    # names the process and descriptor before CRIU is asked; nothing is left,
+    # and the filesystem still snapshots.
+    s = client.create(checkpointable=True, labels={"test": "full"})
+    try:
+        watcher = ("import ctypes, time; libc = ctypes.CDLL(None); fd = libc.inotify_init(); "
+                   "assert libc.inotify_add_watch(fd, b'/workspace', 2) >= 0; open('/tmp/watching', 'w'); "
+                   "time.sleep(1e6)")
+        assert s.exec(f'setsid python3 -c "{watcher}" </dev/null >/dev/null 2>&1 &').ok
+        wait_for(lambda: s.exec("test -e /tmp/watching").ok)
+        with pytest.raises(FailedPrecondition, match=r"snapshot.full: .*\(python3\).*inotify"):
+            s.snapshot(full=True)
+        assert client.list_snapshots(s.id) == []
+        assert not s.snapshot().full
+    finally:
+        cleanup(client, s, sandbox_ids=[s.id])
+
+
 @pytest.mark.skipif(not CRIU_PROBLEM, reason="CRIU works here: the refusal can't be seen")
 def test_without_criu_a_full_snapshot_says_why_and_files_still_snapshot(client):
     s = client.create(checkpointable=True, labels={"test": "full"})

@@ -40,13 +40,16 @@ def test_snapshot_restore_fork(client):
 
         forks = client.fork(snap.id, 3, labels={"test": "snapshots"})
         try:
-            ids = set()
+            ids, names = set(), set()
             for f in forks:
-                res = f.exec("cat /workspace/state.txt /etc/machine-id")
-                state, machine = res.stdout.decode().split("\n")[:2]
+                res = f.exec("cat /workspace/state.txt /etc/machine-id; hostname; cat /etc/hostname")
+                state, machine, uts, etc_hostname = res.stdout.decode().split("\n")[:4]
                 assert state == "step-1"
+                assert uts == etc_hostname == f.info.hostname
                 ids.add(machine)
+                names.add(uts)
             assert len(ids) == 3  # each its own machine-id
+            assert names == {"sandbox-1", "sandbox-2", "sandbox-3"}  # and hostname
         finally:
             for f in forks:
                 f.delete()
