@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <string>
 #include <vector>
@@ -359,6 +360,15 @@ Result<void> Sandbox::RestoreTree(const RestoreRequest& request, const RuntimePa
   pidfd_.Reset(static_cast<int>(syscall(SYS_pidfd_open, init_pid_, 0)));
   if (!pidfd_) return Errno("pidfd_open", "restored init");
 
+  // The namespaces CRIU made from the images must be the sandbox's: its
+  // user namespace maps exactly the range reserved for it.
+  {
+    std::ifstream map("/proc/" + std::to_string(init_pid_) + "/uid_map");
+    uint64_t inside = 1, outside = 0, count = 0;
+    if (!(map >> inside >> outside >> count) || inside != 0 || outside != res_->ids.base || count != res_->ids.count)
+      return Fail("restore", "the restored init's user namespace doesn't map the sandbox's id range " +
+                                 std::to_string(res_->ids.base) + "+" + std::to_string(res_->ids.count) + ": refused");
+  }
   // What CRIU doesn't bring back, or can't from inside the user namespace.
   if (auto adj = WriteProcFile(init_pid_, "oom_score_adj", "-1000"); !adj && adj.error().err != EACCES)
     return std::unexpected(adj.error());
