@@ -8,6 +8,7 @@
 
 #include "harness/client/commands.h"
 #include "harness/client/output.h"
+#include "runtime/core/io.h"
 
 namespace airlock::client {
 namespace {
@@ -47,16 +48,6 @@ std::string SnapshotLine(const v1::SnapshotInfo& s) {
   return s.id() + (s.reused() ? " (unchanged)" : "") + (s.full() ? " (full)" : "") + "\n";
 }
 
-bool WriteAll(int fd, std::string_view d) {
-  while (!d.empty()) {
-    ssize_t n = write(fd, d.data(), d.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    d.remove_prefix(static_cast<size_t>(n));
-  }
-  return true;
-}
-
 int Export(Connection& conn, const std::string& id, const std::string& path) {
   int fd = 1;
   std::string tmp;
@@ -74,7 +65,7 @@ int Export(Connection& conn, const std::string& id, const std::string& path) {
   v1::FileChunk chunk;
   bool ok = true;
   while (reader->Read(&chunk))
-    if (ok && !WriteAll(fd, chunk.data())) ok = false;
+    if (ok && !WriteAll(fd, chunk.data(), path)) ok = false;
   grpc::Status st = reader->Finish();
   if (path != "-") {
     if (ok && fsync(fd) < 0) ok = false;

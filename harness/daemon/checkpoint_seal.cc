@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/core/hex.h"
+#include "runtime/core/io.h"
 #include "runtime/core/unique_fd.h"
 
 namespace airlock::daemon {
@@ -108,9 +109,10 @@ Result<std::string> LoadOrCreateSealKey(const std::string& path) {
     unlink(tmp.c_str());
     UniqueFd out(open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!out) return Errno("create", tmp);
-    if (write(out.get(), key, sizeof(key)) != static_cast<ssize_t>(sizeof(key)) || fsync(out.get()) < 0) {
+    if (auto wrote = WriteAll(out.get(), std::string_view(reinterpret_cast<const char*>(key), sizeof(key)), tmp);
+        !wrote || fsync(out.get()) < 0) {
       unlink(tmp.c_str());
-      return Errno("write", tmp);
+      return wrote ? Errno("fsync", tmp) : std::unexpected(wrote.error());
     }
     // link() fails if another daemon made it meanwhile: then its key counts.
     if (link(tmp.c_str(), path.c_str()) < 0 && errno != EEXIST) {
@@ -146,8 +148,8 @@ Result<void> WriteCheckpointSeal(int images_dir_fd, const std::string& key, Chec
   unlinkat(images_dir_fd, tmp.c_str(), 0);
   UniqueFd out(openat(images_dir_fd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640));
   if (!out) return Errno("create", "checkpoint seal");
-  if (write(out.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size()) || fsync(out.get()) < 0)
-    return Errno("write", "checkpoint seal");
+  TRY(WriteAll(out.get(), text, "checkpoint seal"));
+  if (fsync(out.get()) < 0) return Errno("fsync", "checkpoint seal");
   if (renameat(images_dir_fd, tmp.c_str(), images_dir_fd, kCheckpointSeal) < 0) return Errno("rename", "checkpoint seal");
   return {};
 }

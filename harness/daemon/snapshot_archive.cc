@@ -14,6 +14,7 @@
 #include "images/oci/tar_reader.h"
 #include "harness/daemon/checkpoint_seal.h"
 #include "runtime/core/hex.h"
+#include "runtime/core/io.h"
 #include "runtime/core/sha256.h"
 
 namespace airlock::daemon {
@@ -52,16 +53,6 @@ class MemberSource : public images::ByteSource {
   images::TarReader& r_;
 };
 
-bool WriteAllFd(int fd, std::string_view d) {
-  while (!d.empty()) {
-    ssize_t n = write(fd, d.data(), d.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    d.remove_prefix(static_cast<size_t>(n));
-  }
-  return true;
-}
-
 // A process image's file name as an archive may carry it: one plain name.
 bool PlainName(const std::string& n) {
   if (n.empty() || n == "." || n == ".." || n.size() > 200) return false;
@@ -96,15 +87,7 @@ Result<void> ExportSnapshotArchive(const std::string& snapshot_path, const std::
                                    const std::string& images_dir, const images::TarSink& sink) {
   UniqueFd tmp(open(tmp_dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
   if (!tmp) return Errno("open O_TMPFILE", tmp_dir);
-  auto to_tmp = [&](std::string_view d) {
-    while (!d.empty()) {
-      ssize_t n = write(tmp.get(), d.data(), d.size());
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return false;
-      d.remove_prefix(static_cast<size_t>(n));
-    }
-    return true;
-  };
+  auto to_tmp = [&](std::string_view d) { return WriteAll(tmp.get(), d, "the snapshot's layer tar").has_value(); };
   images::LayerTarInfo layer = TRY(images::WriteLayerTar(snapshot_path + "/upper", to_tmp));
   images::TarWriter out(sink);
   TRY(CopyMember(out, kLayerMember, tmp.get(), layer.size, "the snapshot's layer tar"));
@@ -187,7 +170,7 @@ Result<ImportedSnapshot> ImportSnapshotArchive(images::ByteSource& src, storage:
         size_t n = TRY(outer.ReadData(buf.data(), buf.size()));
         if (n == 0) break;
         sha.Update(std::string_view(buf.data(), n));
-        if (!WriteAllFd(f.get(), std::string_view(buf.data(), n))) return Errno("write", "process image " + name);
+        TRY(WriteAll(f.get(), std::string_view(buf.data(), n), "process image " + name));
         got += n;
       }
       if (got != second->size) return Fail("snapshot archive", "process image " + name + " cut short (truncated?)");

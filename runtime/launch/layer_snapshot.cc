@@ -17,28 +17,32 @@ uint64_t Now() {
 
 }  // namespace
 
-Result<uint64_t> Sandbox::LayerGeneration() const {
+Result<UniqueFd> Sandbox::FlushLayer(uint64_t* flush_ns) const {
   if (!res_ || !res_->pool || !res_->has_subvolume)
     return Fail("snapshot", "sandbox " + spec_.id + "'s writable layer is not on the pool");
   UniqueFd dir = TRY(res_->pool->OpenSubvolumeDir(spec_.id));
   // Dirty data counts only once it is written: flush it first (the whole
-  // pool's, which syncfs can't narrow).
-  if (syncfs(dir.get()) < 0) return Errno("syncfs", "sandbox " + spec_.id + "'s writable layer");
-  return storage::SubvolumeGeneration(dir.get(), "sandbox " + spec_.id + "'s writable layer");
+  // pool's, which syncfs can't narrow), while the sandbox runs.
+  uint64_t t = Now();
+  if (syncfs(dir.get()) < 0) return Errno("syncfs", LayerName());
+  if (flush_ns) *flush_ns = Now() - t;
+  return dir;
+}
+
+std::string Sandbox::LayerName() const { return "sandbox " + spec_.id + "'s writable layer"; }
+
+Result<uint64_t> Sandbox::LayerGeneration() const {
+  UniqueFd dir = TRY(FlushLayer(nullptr));
+  return storage::SubvolumeGeneration(dir.get(), LayerName());
 }
 
 Result<Sandbox::LayerSnapshot> Sandbox::SnapshotLayer(const std::string& name) {
-  if (!res_ || !res_->pool || !res_->has_subvolume)
-    return Fail("snapshot", "sandbox " + spec_.id + "'s writable layer is not on the pool");
-  UniqueFd dir = TRY(res_->pool->OpenSubvolumeDir(spec_.id));
-  const std::string what = "sandbox " + spec_.id + "'s writable layer";
   LayerSnapshot out;
   // The bulk of the flush happens while the sandbox runs; the snapshot's own
   // flush (inside the ioctl, frozen) only catches what came since.
+  UniqueFd dir = TRY(FlushLayer(&out.flush_ns));
+  const std::string what = LayerName();
   uint64_t t = Now();
-  if (syncfs(dir.get()) < 0) return Errno("syncfs", what);
-  out.flush_ns = Now() - t;
-  t = Now();
   TRY(Freeze());
   auto taken = [&]() -> Result<uint64_t> {
     auto snap = TRY(res_->pool->SnapshotReadOnly(dir.get(), what, name));
@@ -58,19 +62,14 @@ Result<Sandbox::LayerSnapshot> Sandbox::SnapshotLayer(const std::string& name) {
 }
 
 Result<Sandbox::LayerSnapshot> Sandbox::CheckpointWithLayer(int images_dir_fd, const std::string& name) {
-  if (!res_ || !res_->pool || !res_->has_subvolume)
-    return Fail("snapshot", "sandbox " + spec_.id + "'s writable layer is not on the pool");
-  UniqueFd dir = TRY(res_->pool->OpenSubvolumeDir(spec_.id));
-  const std::string what = "sandbox " + spec_.id + "'s writable layer";
   LayerSnapshot out;
-  uint64_t t = Now();
-  if (syncfs(dir.get()) < 0) return Errno("syncfs", what);
-  out.flush_ns = Now() - t;
+  UniqueFd dir = TRY(FlushLayer(&out.flush_ns));
+  const std::string what = LayerName();
   // The layer is snapshotted while CRIU holds the tree stopped, after the
   // images are written: files and processes are of one instant (a restore
   // checks the size of every file a process holds open).
   bool taken = false;
-  t = Now();
+  uint64_t t = Now();
   auto dumped = Checkpoint(images_dir_fd, /*leave_running=*/true, [&]() -> Result<void> {
     TRY(res_->pool->SnapshotReadOnly(dir.get(), what, name));
     taken = true;

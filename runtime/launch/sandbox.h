@@ -240,6 +240,10 @@ class Sandbox {
   Result<void> SetUpEgress(int netns, net::RelaySockets& relay, UniqueFd& child_end, ChildContext& ctx);
   Result<void> PlaceSpawner(bool born_in_init_group);
   Result<void> RestoreTree(const RestoreRequest& request, const RuntimePaths& paths);
+  // The writable layer's pool directory, its dirty data flushed (*flush_ns:
+  // how long that took); and its name in errors.
+  Result<UniqueFd> FlushLayer(uint64_t* flush_ns) const;
+  std::string LayerName() const;
   // RestoreTree's root when the request names none: the layers over a
   // writable copy of spec.from_snapshot, mounted at `staging`/root; what it
   // mounted is appended to `mounted` (the caller unmounts it once CRIU has

@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "runtime/core/io.h"
 #include "runtime/core/sha256.h"
 #include "runtime/core/unique_fd.h"
 
@@ -716,16 +717,6 @@ std::string EncodeCache(const Program& prog) {
              prog.insns.size() * sizeof(sock_filter));
   out += Sha256Hex(out);
   return out;
-}
-
-Result<void> WriteAll(int fd, std::string_view data, const std::string& what) {
-  while (!data.empty()) {
-    ssize_t n = write(fd, data.data(), data.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Errno("write", what);
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-  return {};
 }
 
 // Readers never see a partial file: the bytes go to a private temporary name
