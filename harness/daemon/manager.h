@@ -92,6 +92,7 @@ struct Live {
   v1::Recovery recovery;          // what the daemon does when it dies
   std::atomic<int64_t> last_snapshot_ms{0};
   std::atomic<bool> snapshot_queued{false};
+  std::mutex patch_mu;  // one apply_patch at a time: each reads, then writes
 
   std::mutex mu;  // guards what follows
   v1::Sandbox info;

@@ -10,6 +10,7 @@
 
 #include "harness/daemon/exec.h"
 #include "harness/daemon/files.h"
+#include "harness/daemon/patch.h"
 #include "harness/daemon/transfer.h"
 #include "images/oci/byte_source.h"
 #include "runtime/proto/channel.h"
@@ -175,6 +176,16 @@ class Service final : public v1::Airlock::Service {
       }
     }
     return Status::CANCELLED;
+  }
+
+  // --- agent tools ---
+  Status ApplyPatch(ServerContext* ctx, const v1::ApplyPatchRequest* req, v1::ApplyPatchResponse* out) override {
+    Caller c = API_TRY(Who(ctx));
+    auto live = API_TRY(Locate(ctx, c, req->sandbox_id()));
+    live->Touch();
+    std::lock_guard lock(live->patch_mu);
+    *out = API_TRY(ApplyPatchInSandbox(*live, *req));
+    return Status::OK;
   }
 
   // --- commands ---

@@ -22,6 +22,7 @@ from .client import (
     ExecResult,
     ExecStream,
     ExitStatus,
+    PatchResult,
     FailedPrecondition,
     FileInfo,
     InvalidArgument,
@@ -50,5 +51,5 @@ __all__ = [
     "AirlockError", "InvalidArgument", "NotFound", "AlreadyExists", "PermissionDenied", "FailedPrecondition",
     "Unimplemented", "Unavailable", "Limits", "Manifest", "ManifestEntry", "User", "SandboxInfo", "ExitStatus",
     "ExecResult", "OutputChunk", "BackgroundProcess", "PtyProcess", "ProcessStatus", "ProcessOutput", "FileInfo",
-    "Stats", "Event", "Version", "SnapshotInfo",
+    "Stats", "Event", "Version", "SnapshotInfo", "PatchResult",
 ]

@@ -287,6 +287,12 @@ class SandboxInfo:
 
 
 @dataclass
+class PatchResult:
+    files: list[tuple[str, str, str]]  # (path, added|updated|deleted, moved_from)
+    summary: str  # what the apply_patch tool reports to the model
+
+
+@dataclass
 class SnapshotInfo:
     id: str
     sandbox_id: str
@@ -1082,6 +1088,20 @@ class Session:
                 yield pb.UploadRequest(tar=c)
 
         self._rpc(self._stub.Upload, requests())
+
+    # --- agent tools ---
+
+    def apply_patch(self, patch: Optional[str] = None, *, operations: Optional[Sequence[Mapping[str, str]]] = None,
+                    user: str = "") -> PatchResult:
+        """OpenAI's apply_patch, inside the sandbox: V4A text ("*** Begin Patch" ...) or the
+        structured operations ({type: create_file|update_file|delete_file, path, diff}).
+        All of it applies or nothing does; a mismatch raises InvalidArgument naming the
+        file and the context line."""
+        req = self._pb.ApplyPatchRequest(sandbox_id=self.id, patch=patch or "", user=user)
+        for o in operations or ():
+            req.operations.add(type=o.get("type", ""), path=o.get("path", ""), diff=o.get("diff", ""))
+        r = self._rpc(self._stub.ApplyPatch, req)
+        return PatchResult([(f.path, f.change, f.moved_from) for f in r.files], r.summary)
 
     def persist_workspace(self) -> bytes:
         """The workspace as a tar archive (Download)."""

@@ -1,0 +1,112 @@
+"""apply_patch inside a sandbox (issue 7): OpenAI's V4A patches and the
+structured form, applied whole or not at all, never outside the workspace."""
+
+from __future__ import annotations
+
+import pytest
+
+from airlock_client import InvalidArgument
+
+
+def files(s, *paths):
+    return {p: (s.read(p) if s.exists(p) else None) for p in paths}
+
+
+def test_add_update_move_delete_in_one_patch(fresh):
+    fresh.mkdir("src")
+    fresh.write("src/app.py", "import os\n\ndef greet():\n    print('Hi')\n")
+    fresh.write("old.txt", "bye\n")
+    fresh.write("notes.md", "one\ntwo\n")
+    r = fresh.apply_patch("""*** Begin Patch
+*** Add File: docs/new.md
++# New
++hello
+*** Update File: src/app.py
+*** Move to: src/main.py
+@@ def greet():
+-    print('Hi')
++    print('Hello')
+*** Delete File: old.txt
+*** Update File: notes.md
+ one
+-two
++2
+*** End Patch""")
+    assert sorted(r.files) == sorted([("docs/new.md", "added", ""), ("src/main.py", "updated", "src/app.py"),
+                                      ("old.txt", "deleted", ""), ("notes.md", "updated", "")])
+    assert r.summary.startswith("Success.")
+    assert fresh.read("docs/new.md") == b"# New\nhello\n"
+    assert fresh.read("src/main.py") == b"import os\n\ndef greet():\n    print('Hello')\n"
+    assert not fresh.exists("src/app.py") and not fresh.exists("old.txt")
+    assert fresh.read("notes.md") == b"one\n2\n"
+    # Seen from inside too, as the sandbox's processes see them.
+    assert fresh.exec("cat /workspace/src/main.py | tail -1").stdout == b"    print('Hello')\n"
+
+
+def test_a_hunk_that_does_not_match_changes_nothing(fresh):
+    fresh.write("a.txt", "alpha\nbeta\n")
+    fresh.write("b.txt", "one\ntwo\n")
+    before = files(fresh, "a.txt", "b.txt", "c.txt")
+    with pytest.raises(InvalidArgument) as e:
+        fresh.apply_patch("""*** Begin Patch
+*** Add File: c.txt
++new
+*** Update File: a.txt
+-alpha
++ALPHA
+*** Update File: b.txt
+ one
+-three
++3
+*** End Patch""")
+    message = str(e.value)
+    assert "b.txt" in message and "three" in message, message  # which file, which line
+    assert files(fresh, "a.txt", "b.txt", "c.txt") == before  # and nothing of it landed
+
+
+def test_structured_operations(fresh):
+    fresh.write("x.txt", "a\nb\n")
+    r = fresh.apply_patch(operations=[
+        {"type": "create_file", "path": "y.txt", "diff": "+hello\n+world"},
+        {"type": "update_file", "path": "x.txt", "diff": "@@\n a\n-b\n+B"},
+        {"type": "delete_file", "path": "y.txt", "diff": ""},
+    ])
+    assert ("x.txt", "updated", "") in r.files
+    assert fresh.read("x.txt") == b"a\nB\n" and not fresh.exists("y.txt")
+    with pytest.raises(InvalidArgument, match="apply_patch.operations"):
+        fresh.apply_patch(operations=[{"type": "rename_file", "path": "x.txt", "diff": ""}])
+
+
+def test_crlf_files_stay_crlf(fresh):
+    fresh.write("win.txt", b"one\r\ntwo\r\n")
+    fresh.apply_patch("*** Begin Patch\n*** Update File: win.txt\n one\n-two\n+2\n*** End Patch\n")
+    assert fresh.read("win.txt") == b"one\r\n2\r\n"
+
+
+@pytest.mark.parametrize("path", ["../escape.txt", "/etc/passwd", "a/../../b", "x\x00y"])
+def test_paths_outside_the_workspace_are_refused(fresh, path):
+    with pytest.raises(InvalidArgument, match="apply_patch.patch"):
+        fresh.apply_patch(f"*** Begin Patch\n*** Add File: {path}\n+x\n*** End Patch\n")
+    assert fresh.exec("test -e /escape.txt || test -e /b || echo clean").stdout == b"clean\n"
+
+
+def test_a_symlink_does_not_lead_out_of_the_workspace(fresh):
+    # A link inside the workspace to a file outside it: the patch is refused,
+    # and the file it points at is untouched.
+    assert fresh.exec("echo secret > /tmp/outside && ln -s /tmp/outside /workspace/link && "
+                      "ln -s /tmp /workspace/dirlink").ok
+    with pytest.raises(Exception) as e:
+        fresh.apply_patch("*** Begin Patch\n*** Update File: link\n-secret\n+owned\n*** End Patch\n")
+    assert "link" in str(e.value)
+    with pytest.raises(Exception):
+        fresh.apply_patch("*** Begin Patch\n*** Add File: dirlink/planted\n+x\n*** End Patch\n")
+    assert fresh.exec("cat /tmp/outside; test -e /tmp/planted || echo none").stdout == b"secret\nnone\n"
+
+
+def test_bad_requests_name_the_field(fresh):
+    with pytest.raises(InvalidArgument, match="exactly one of patch"):
+        fresh.apply_patch()
+    with pytest.raises(InvalidArgument, match="apply_patch.patch"):
+        fresh.apply_patch("*** Begin Patch\n*** Frobnicate File: x\n*** End Patch\n")
+    with pytest.raises(InvalidArgument, match="apply_patch.user"):
+        fresh.apply_patch("*** Begin Patch\n*** Add File: u.txt\n+x\n*** End Patch\n", user="nobody-such")
