@@ -11,6 +11,7 @@
 #include "harness/daemon/exec.h"
 #include "harness/daemon/files.h"
 #include "harness/daemon/patch.h"
+#include "harness/tools/output_cap.h"
 #include "harness/daemon/transfer.h"
 #include "images/oci/byte_source.h"
 #include "runtime/proto/channel.h"
@@ -253,22 +254,20 @@ class Service final : public v1::Airlock::Service {
     uint64_t cap = req->max_output_bytes() ? req->max_output_bytes() : kDefaultRunOutput;
     if (cap > kMaxRunOutput) return Status(grpc::INVALID_ARGUMENT, "run.max_output_bytes: at most 64 MiB");
     auto cmd = API_TRY(CommandHandle::Start(live, req->command(), !req->stdin().empty(), "run.command"));
-    std::string o, e;
-    bool o_cut = false, e_cut = false;
-    auto keep = [&](std::string* buf, bool* cut, std::string_view d) {
+    tools::OutputCap o(cap, req->keep_tail()), e(cap, req->keep_tail());
+    auto keep = [&](tools::OutputCap* buf, std::string_view d) {
       if (ctx->IsCancelled()) return false;
-      size_t room = cap - std::min<uint64_t>(cap, buf->size());
-      if (d.size() > room) *cut = true;
-      buf->append(d.substr(0, room));
+      buf->Append(d);
       return true;
     };
-    OutputSink sink{[&](std::string_view d) { return keep(&o, &o_cut, d); },
-                    [&](std::string_view d) { return keep(&e, &e_cut, d); }};
+    OutputSink sink{[&](std::string_view d) { return keep(&o, d); }, [&](std::string_view d) { return keep(&e, d); }};
     *out->mutable_exit() = Pump(*cmd, sink, req->stdin(), true, [ctx] { return ctx->IsCancelled(); });
-    out->set_stdout(std::move(o));
-    out->set_stderr(std::move(e));
-    out->set_stdout_truncated(o_cut);
-    out->set_stderr_truncated(e_cut);
+    out->set_stdout_truncated(o.truncated());
+    out->set_stderr_truncated(e.truncated());
+    out->set_stdout_omitted_bytes(o.omitted());
+    out->set_stderr_omitted_bytes(e.omitted());
+    out->set_stdout(o.Take());
+    out->set_stderr(e.Take());
     out->set_pid(cmd->pid());
     {
       std::lock_guard lock(live->mu);

@@ -343,6 +343,8 @@ class ExecResult:
     reported_by: str
     pid: int
     generation: int = 0  # the sandbox's when it ran (see SandboxInfo.generation)
+    stdout_omitted_bytes: int = 0  # what the cap left out
+    stderr_omitted_bytes: int = 0
 
     @property
     def truncated(self) -> bool:
@@ -935,11 +937,13 @@ class Session:
         return c
 
     def exec(self, argv: Argv, *, env: Optional[Mapping[str, str]] = None, cwd: str = "", user: str = "",
-             timeout_ms: int = 0, stdin: Optional[Union[bytes, str]] = None, max_output_bytes: int = 0) -> ExecResult:
+             timeout_ms: int = 0, stdin: Optional[Union[bytes, str]] = None, max_output_bytes: int = 0,
+             keep_tail: bool = False) -> ExecResult:
         """Runs a command to its end (unary Run); output bounded per stream
-        (max_output_bytes, default 1 MiB, at most 64 MiB)."""
+        (max_output_bytes, default 1 MiB, at most 64 MiB). keep_tail: over the
+        cap, keep the head and the tail with "[... N bytes omitted ...]" between."""
         req = self._pb.RunRequest(command=self._command(argv, env, cwd, user, timeout_ms),
-                                  max_output_bytes=max_output_bytes)
+                                  max_output_bytes=max_output_bytes, keep_tail=keep_tail)
         if stdin is not None:
             req.stdin = _bytes(stdin)
         r = self._rpc(self._stub.Run, req)
@@ -947,7 +951,8 @@ class Session:
         return ExecResult(exit_code=e.code, signal=e.signal, stdout=r.stdout, stderr=r.stderr, timed_out=e.timed_out,
                           oom_killed=e.oom_killed, stdout_truncated=r.stdout_truncated,
                           stderr_truncated=r.stderr_truncated, exec_error=e.exec_error, reported_by=e.reported_by,
-                          pid=r.pid, generation=r.generation)
+                          pid=r.pid, generation=r.generation, stdout_omitted_bytes=r.stdout_omitted_bytes,
+                          stderr_omitted_bytes=r.stderr_omitted_bytes)
 
     def exec_stream(self, argv: Argv, *, env: Optional[Mapping[str, str]] = None, cwd: str = "", user: str = "",
                     timeout_ms: int = 0, stdin: bool = False, tty: bool = False, rows: int = 0,

@@ -1,5 +1,6 @@
-"""apply_patch inside a sandbox (issue 7): OpenAI's V4A patches and the
-structured form, applied whole or not at all, never outside the workspace."""
+"""The agent's tools (issue 7), run inside a sandbox: apply_patch (OpenAI's
+V4A patches and the structured form, applied whole or not at all, never
+outside the workspace) and the shell tool's output cap."""
 
 from __future__ import annotations
 
@@ -110,3 +111,15 @@ def test_bad_requests_name_the_field(fresh):
         fresh.apply_patch("*** Begin Patch\n*** Frobnicate File: x\n*** End Patch\n")
     with pytest.raises(InvalidArgument, match="apply_patch.user"):
         fresh.apply_patch("*** Begin Patch\n*** Add File: u.txt\n+x\n*** End Patch\n", user="nobody-such")
+
+
+def test_shell_output_keeps_head_and_tail(fresh):
+    # The shell tool's cap: a long build log keeps its start and its end.
+    r = fresh.exec("seq 1 100000; echo done >&2", max_output_bytes=2000, keep_tail=True)
+    out = r.stdout.decode()
+    assert r.ok and r.stdout_truncated and len(r.stdout) <= 2000
+    assert out.startswith("1\n2\n3\n") and out.endswith("99999\n100000\n")
+    assert f"[... {r.stdout_omitted_bytes} bytes omitted ...]" in out
+    assert r.stderr == b"done\n" and not r.stderr_truncated
+    plain = fresh.exec("seq 1 100000", max_output_bytes=2000)
+    assert plain.stdout_truncated and len(plain.stdout) == 2000 and plain.stdout.startswith(b"1\n2\n")
