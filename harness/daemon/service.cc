@@ -10,6 +10,7 @@
 
 #include "harness/daemon/exec.h"
 #include "harness/daemon/files.h"
+#include "harness/daemon/instructions.h"
 #include "harness/daemon/patch.h"
 #include "harness/tools/output_cap.h"
 #include "harness/daemon/transfer.h"
@@ -186,6 +187,14 @@ class Service final : public v1::Airlock::Service {
     live->Touch();
     std::lock_guard lock(live->patch_mu);
     *out = API_TRY(ApplyPatchInSandbox(*live, *req));
+    return Status::OK;
+  }
+
+  Status GetInstructions(ServerContext* ctx, const v1::InstructionsRequest* req, v1::InstructionsResponse* out) override {
+    Caller c = API_TRY(Who(ctx));
+    auto live = API_TRY(Locate(ctx, c, req->sandbox_id()));
+    live->Touch();
+    *out = API_TRY(GatherInstructions(*live, *req));
     return Status::OK;
   }
 

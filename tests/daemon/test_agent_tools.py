@@ -123,3 +123,20 @@ def test_shell_output_keeps_head_and_tail(fresh):
     assert r.stderr == b"done\n" and not r.stderr_truncated
     plain = fresh.exec("seq 1 100000", max_output_bytes=2000)
     assert plain.stdout_truncated and len(plain.stdout) == 2000 and plain.stdout.startswith(b"1\n2\n")
+
+
+def test_agents_md_from_the_root_down_to_cwd(fresh):
+    fresh.write("AGENTS.md", "root rules\n")
+    fresh.mkdir("pkg/sub", parents=True)
+    fresh.write("pkg/sub/AGENTS.md", "sub rules\n")
+    fresh.write("other.md", "not instructions\n")
+    assert fresh.instructions() == [("AGENTS.md", "root rules\n")]
+    # pkg has none: skipped; the nearest comes last.
+    assert fresh.instructions("pkg/sub") == [("AGENTS.md", "root rules\n"), ("pkg/sub/AGENTS.md", "sub rules\n")]
+    assert fresh.instructions("/workspace/pkg/sub") == fresh.instructions("pkg/sub")
+    # A link is not followed out of the workspace.
+    assert fresh.exec("echo secret > /tmp/s && ln -s /tmp/s /workspace/pkg/AGENTS.md").ok
+    assert [p for p, _ in fresh.instructions("pkg")] == ["AGENTS.md"]
+    for bad in ("../..", "/etc", "pkg/../../x"):
+        with pytest.raises(InvalidArgument, match="instructions.cwd"):
+            fresh.instructions(bad)

@@ -1108,6 +1108,12 @@ class Session:
         r = self._rpc(self._stub.ApplyPatch, req)
         return PatchResult([(f.path, f.change, f.moved_from) for f in r.files], r.summary)
 
+    def instructions(self, cwd: str = "", *, user: str = "") -> list[tuple[str, str]]:
+        """The AGENTS.md files from the workspace root down to cwd, as (path, text): root first,
+        the nearest last (nearer ones refine farther ones)."""
+        r = self._rpc(self._stub.GetInstructions, self._pb.InstructionsRequest(sandbox_id=self.id, cwd=cwd, user=user))
+        return [(f.path, f.content.decode("utf-8", errors="replace")) for f in r.files]
+
     def persist_workspace(self) -> bytes:
         """The workspace as a tar archive (Download)."""
         return self.download(self.workspace)
