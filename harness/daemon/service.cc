@@ -13,6 +13,7 @@
 #include "harness/daemon/instructions.h"
 #include "harness/daemon/patch.h"
 #include "harness/tools/output_cap.h"
+#include "harness/tools/text.h"
 #include "harness/daemon/transfer.h"
 #include "images/oci/byte_source.h"
 #include "runtime/proto/channel.h"
@@ -29,6 +30,8 @@ constexpr uint64_t kMaxRunOutput = 64 << 20;
 constexpr size_t kMaxListing = 100000;
 constexpr size_t kProcessesKept = 256;  // finished background processes kept per sandbox
 constexpr char kGenerationMetadata[] = "airlock-generation";  // see Locate
+constexpr size_t kMaxLinesFile = 16u << 20;  // ReadLines reads the file whole
+constexpr size_t kMaxImage = 32u << 20;
 
 // Random per daemon start.
 const std::string& ProcessIdSuffix() {
@@ -195,6 +198,29 @@ class Service final : public v1::Airlock::Service {
     auto live = API_TRY(Locate(ctx, c, req->sandbox_id()));
     live->Touch();
     *out = API_TRY(GatherInstructions(*live, *req));
+    return Status::OK;
+  }
+
+  Status ReadLines(ServerContext* ctx, const v1::ReadLinesRequest* req, v1::ReadLinesResponse* out) override {
+    auto [live, op] = API_TRY(FileSetup(ctx, req->file(), proto::FileOp::kRead, "read_lines.file"));
+    std::string data = API_TRY(FileOpToString(*live, op, kMaxLinesFile, "read " + op.path));
+    tools::LineRange r = tools::SliceLines(data, req->start_line(), req->max_lines());
+    out->set_content(std::string(r.text));
+    out->set_first_line(r.first);
+    out->set_last_line(r.last);
+    out->set_total_lines(r.total);
+    out->set_more(r.more);
+    return Status::OK;
+  }
+  Status ViewImage(ServerContext* ctx, const v1::FileRequest* req, v1::ImageResponse* out) override {
+    auto [live, op] = API_TRY(FileSetup(ctx, *req, proto::FileOp::kRead, "view_image"));
+    std::string data = API_TRY(FileOpToString(*live, op, kMaxImage, "read " + op.path));
+    std::string type = tools::ImageType(data);
+    if (type.empty())
+      return Status(grpc::FAILED_PRECONDITION, "view_image: " + op.path +
+                                                   " is not an image (PNG, JPEG, GIF, WebP, BMP or SVG)");
+    out->set_mime_type(type);
+    out->set_data(std::move(data));
     return Status::OK;
   }
 

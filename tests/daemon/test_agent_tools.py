@@ -140,3 +140,17 @@ def test_agents_md_from_the_root_down_to_cwd(fresh):
     for bad in ("../..", "/etc", "pkg/../../x"):
         with pytest.raises(InvalidArgument, match="instructions.cwd"):
             fresh.instructions(bad)
+
+
+def test_read_lines_and_view_image(fresh):
+    fresh.write("big.txt", "".join(f"line {i}\n" for i in range(1, 1001)))
+    r = fresh.read_lines("big.txt", 10, 3)
+    assert r == {"content": "line 10\nline 11\nline 12\n", "first_line": 10, "last_line": 12, "total_lines": 1000,
+                 "more": True}
+    assert fresh.read_lines("big.txt", 999)["content"] == "line 999\nline 1000\n"
+    png = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
+    fresh.write("pic.png", png)
+    assert fresh.view_image("pic.png") == (png, "image/png")
+    from airlock_client import FailedPrecondition
+    with pytest.raises(FailedPrecondition, match="not an image"):
+        fresh.view_image("big.txt")

@@ -1114,6 +1114,19 @@ class Session:
         r = self._rpc(self._stub.GetInstructions, self._pb.InstructionsRequest(sandbox_id=self.id, cwd=cwd, user=user))
         return [(f.path, f.content.decode("utf-8", errors="replace")) for f in r.files]
 
+    def read_lines(self, path: str, start_line: int = 1, max_lines: int = 0, *, user: str = "") -> dict[str, Any]:
+        """Lines start_line.. of a text file (1-based; max_lines 0: to the end):
+        {content, first_line, last_line, total_lines, more}."""
+        r = self._rpc(self._stub.ReadLines, self._pb.ReadLinesRequest(file=self._file(path, user), start_line=start_line,
+                                                                       max_lines=max_lines))
+        return {"content": r.content, "first_line": r.first_line, "last_line": r.last_line,
+                "total_lines": r.total_lines, "more": r.more}
+
+    def view_image(self, path: str, *, user: str = "") -> tuple[bytes, str]:
+        """An image's bytes and MIME type (FailedPrecondition if it isn't one)."""
+        r = self._rpc(self._stub.ViewImage, self._file(path, user))
+        return r.data, r.mime_type
+
     def persist_workspace(self) -> bytes:
         """The workspace as a tar archive (Download)."""
         return self.download(self.workspace)
