@@ -1,8 +1,11 @@
 #include "harness/daemon/patch.h"
 
+#include <algorithm>
+#include <atomic>
 #include <map>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "harness/daemon/files.h"
@@ -14,6 +17,22 @@ namespace {
 
 // What one file may hold for apply_patch (read whole into the daemon).
 constexpr size_t kMaxPatchedFile = 64u << 20;
+// File operations in flight at once: each is a process in the sandbox, and
+// a 50-file patch is 100 of them.
+constexpr size_t kParallelOps = 4;
+
+// Runs fn(i) for i in [0, n) on up to kParallelOps threads.
+template <typename Fn>
+void ForEachParallel(size_t n, const Fn& fn) {
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    for (size_t i; (i = next++) < n;) fn(i);
+  };
+  std::vector<std::thread> threads;
+  for (size_t t = 1; t < std::min(n, kParallelOps); ++t) threads.emplace_back(worker);
+  worker();
+  for (auto& t : threads) t.join();
+}
 
 struct PatchIo {
   Live& live;
@@ -77,44 +96,46 @@ ApiResult<v1::ApplyPatchResponse> ApplyPatchInSandbox(Live& live, const v1::Appl
   PatchIo io{live, TRY(ResolveIdentity(live, "apply_patch.user", request.user()))};
 
   // Everything read is kept: the applier's input, and what a failed write
-  // puts back.
+  // puts back. Every path the ops name is read up front, in parallel.
+  std::vector<std::string> names;
+  for (const auto& op : ops) {
+    names.push_back(op.path);
+    if (!op.move_to.empty()) names.push_back(op.move_to);
+  }
+  std::sort(names.begin(), names.end());
+  names.erase(std::unique(names.begin(), names.end()), names.end());
+  std::vector<ApiResult<std::optional<std::string>>> fetched(names.size(), std::optional<std::string>());
+  ForEachParallel(names.size(), [&](size_t i) { fetched[i] = io.Read(names[i]); });
   std::map<std::string, std::optional<std::string>> before;
-  std::optional<ApiError> read_failed;
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (!fetched[i]) return std::unexpected(fetched[i].error());
+    before[names[i]] = std::move(*fetched[i]);
+  }
   auto read = [&](const std::string& path) -> Result<std::optional<std::string>> {
-    auto data = io.Read(path);
-    if (!data) {
-      read_failed = data.error();
-      return Fail("read", data.error().message);
-    }
-    before[path] = *data;
-    return std::move(*data);
+    auto it = before.find(path);
+    if (it == before.end()) return Fail("apply_patch", "read of " + path + ", which no operation names");
+    return it->second;
   };
   auto changes = tools::ApplyPatch(ops, read);
-  if (!changes) {
-    if (read_failed) return std::unexpected(*read_failed);
-    return BadField(text ? "apply_patch.patch" : "apply_patch.operations", changes.error().Message());
-  }
+  if (!changes) return BadField(text ? "apply_patch.patch" : "apply_patch.operations", changes.error().Message());
 
-  // The writes. Undo entries in the order they were made, put back in
-  // reverse.
-  std::vector<std::string> touched;
-  auto undo = [&](const ApiError& e) -> ApiResult<v1::ApplyPatchResponse> {
-    for (auto it = touched.rbegin(); it != touched.rend(); ++it) io.Restore(*it, before[*it]);
-    return ApiFail(e.code, "apply_patch: " + e.message + " (nothing of the patch was kept)");
-  };
-  for (const auto& c : *changes) {
-    if (c.content) {
-      if (!before.count(c.path)) before[c.path] = std::nullopt;  // created without a read
-      touched.push_back(c.path);
-      if (auto w = io.Write(c.path, *c.content); !w) return undo(w.error());
-    } else {
-      touched.push_back(c.path);
-      if (auto r = io.Remove(c.path); !r) return undo(r.error());
+  // The writes, in parallel: each path appears once among the changes, and
+  // a move's source nowhere else. If any fails, every path is put back as
+  // it was read (a put-back of one never written is a no-op rewrite).
+  std::vector<std::optional<ApiError>> failed(changes->size());
+  ForEachParallel(changes->size(), [&](size_t i) {
+    const auto& c = (*changes)[i];
+    auto done = c.content ? io.Write(c.path, *c.content) : io.Remove(c.path);
+    if (done && !c.moved_from.empty()) done = io.Remove(c.moved_from);
+    if (!done) failed[i] = done.error();
+  });
+  for (const auto& f : failed) {
+    if (!f) continue;
+    for (const auto& c : *changes) {
+      io.Restore(c.path, before[c.path]);
+      if (!c.moved_from.empty()) io.Restore(c.moved_from, before[c.moved_from]);
     }
-    if (!c.moved_from.empty()) {
-      touched.push_back(c.moved_from);
-      if (auto r = io.Remove(c.moved_from); !r) return undo(r.error());
-    }
+    return ApiFail(f->code, "apply_patch: " + f->message + " (nothing of the patch was kept)");
   }
   v1::ApplyPatchResponse out;
   for (const auto& c : *changes) {
