@@ -154,3 +154,17 @@ def test_read_lines_and_view_image(fresh):
     from airlock_client import FailedPrecondition
     with pytest.raises(FailedPrecondition, match="not an image"):
         fresh.view_image("big.txt")
+
+
+def test_a_write_that_fails_midway_puts_back_what_was_written(fresh):
+    # As an unprivileged user: open/x.txt can be rewritten, locked/y.txt can
+    # be read but not replaced (its directory isn't writable). Both hunks
+    # match; the write of y fails; x is put back.
+    assert fresh.exec("mkdir -p /workspace/open /workspace/locked && chmod 777 /workspace/open && "
+                      "echo old-x > /workspace/open/x.txt && chmod 666 /workspace/open/x.txt && "
+                      "echo old-y > /workspace/locked/y.txt && chmod 644 /workspace/locked/y.txt").ok
+    with pytest.raises(Exception) as e:
+        fresh.apply_patch("*** Begin Patch\n*** Update File: open/x.txt\n-old-x\n+new-x\n"
+                          "*** Update File: locked/y.txt\n-old-y\n+new-y\n*** End Patch\n", user="65534:65534")
+    assert "nothing of the patch was kept" in str(e.value), e.value
+    assert fresh.read("open/x.txt") == b"old-x\n" and fresh.read("locked/y.txt") == b"old-y\n"
