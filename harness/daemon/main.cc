@@ -30,6 +30,7 @@ using namespace airlock::daemon;
 constexpr const char* kUsage =
     "usage: airlockd [--config FILE] [--socket PATH] [--socket-mode OCTAL] [--socket-group NAME]\n"
     "                [--state-dir DIR] [--allow-root DIR]... [--max-sandboxes N] [--warm-pool N]\n"
+    "                [--skills-dir DIR]\n"
     "\n"
     "Serves the airlock.v1 API on a unix socket (default /run/airlock/airlockd.sock,\n"
     "mode 0600: root only). Whoever may connect may create sandboxes as itself and\n"
@@ -37,7 +38,8 @@ constexpr const char* kUsage =
     "manifests may bind (read-only, or as output directories) — callers still need\n"
     "their own access to each path. The config file is JSON with the same keys:\n"
     "  {\"socket\": ..., \"socket_mode\": \"0660\", \"socket_group\": ..., \"state_dir\": ...,\n"
-    "   \"allowed_roots\": [...], \"max_sandboxes\": N, \"warm_pool\": N}\n"
+    "   \"allowed_roots\": [...], \"max_sandboxes\": N, \"warm_pool\": N, \"skills_dir\": DIR}\n"
+    "--skills-dir DIR serves the skills in DIR (folders with a SKILL.md) to every caller.\n"
     "TCP is served only with TLS: \"tcp\": {\"listen\": \"127.0.0.1:7443\", \"cert\": PEM,\n"
     "\"key\": PEM, and \"client_ca\": PEM + \"client_uids\": {\"CN\": uid} (client certificates)\n"
     "and/or \"tokens_file\": FILE (root-owned, 0600; lines \"uid token\", sent as\n"
@@ -91,6 +93,9 @@ void ApplyJson(const std::string& file, Options* o) {
     } else if (key == "state_dir") {
       need(value.is_string(), "a directory");
       o->config.paths.state_root = value.get<std::string>();
+    } else if (key == "skills_dir") {
+      need(value.is_string() && IsNormalizedAbsolutePath(value.get<std::string>()), "an absolute directory");
+      o->config.skills_dir = value.get<std::string>();
     } else if (key == "allowed_roots") {
       need(value.is_array(), "a list of directories");
       for (auto& r : value) {
@@ -187,6 +192,9 @@ Options Parse(int argc, char** argv) {
       o.config.paths.state_root = value();
     } else if (a == "--allow-root") {
       o.config.allowed_roots.push_back(value());
+    } else if (a == "--skills-dir") {
+      o.config.skills_dir = value();
+      if (!IsNormalizedAbsolutePath(o.config.skills_dir)) Die("--skills-dir must be an absolute, normalized path");
     } else if (a == "--max-sandboxes") {
       o.config.max_sandboxes = strtoul(value().c_str(), nullptr, 10);
     } else if (a == "--warm-pool") {

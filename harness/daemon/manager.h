@@ -69,6 +69,7 @@ struct DaemonConfig {
   size_t snapshot_max_per_sandbox = 64;
   size_t snapshot_max_total = 1024;
   uint64_t snapshot_max_bytes = 0;  // what all snapshots reference together; 0: no limit
+  std::string skills_dir;  // the skills served (ListSkills ...); empty: none
   RuntimePaths paths;
   std::string Database() const { return paths.state_root + "/airlockd.db"; }
 };

@@ -13,6 +13,7 @@
 #include "harness/daemon/instructions.h"
 #include "harness/daemon/patch.h"
 #include "harness/tools/output_cap.h"
+#include "harness/tools/skills.h"
 #include "harness/tools/text.h"
 #include "harness/daemon/transfer.h"
 #include "images/oci/byte_source.h"
@@ -221,6 +222,80 @@ class Service final : public v1::Airlock::Service {
                                                    " is not an image (PNG, JPEG, GIF, WebP, BMP or SVG)");
     out->set_mime_type(type);
     out->set_data(std::move(data));
+    return Status::OK;
+  }
+
+  // --- skills (the operator's directory; the same for every caller) ---
+  ApiResult<std::string> SkillsDir() {
+    if (m_->config().skills_dir.empty())
+      return ApiFail(Code::kFailedPrecondition, "skills: this daemon serves none (skills_dir is not set)");
+    return m_->config().skills_dir;
+  }
+  static std::unexpected<ApiError> SkillError(const Error& e) {
+    // A symlink below the skills directory is never followed (ELOOP, EXDEV).
+    const Code code = e.err == ENOENT                    ? Code::kNotFound
+                      : e.err == 0                       ? Code::kInvalidArgument
+                      : e.err == ELOOP || e.err == EXDEV ? Code::kFailedPrecondition
+                                                         : Code::kInternal;
+    return ApiFail(code, "skills: " + e.Message());
+  }
+  Status ListSkills(ServerContext* ctx, const v1::Empty*, v1::ListSkillsResponse* out) override {
+    API_TRY(Who(ctx));
+    std::vector<std::string> problems;
+    auto skills = tools::ListSkills(API_TRY(SkillsDir()), &problems);
+    if (!skills) return ToStatus(SkillError(skills.error()).error());
+    for (const auto& p : problems) fprintf(stderr, "airlockd: skills: %s (left out)\n", p.c_str());
+    for (const auto& k : *skills) {
+      auto* s = out->add_skills();
+      s->set_name(k.name);
+      s->set_description(k.description);
+    }
+    return Status::OK;
+  }
+  Status GetSkill(ServerContext* ctx, const v1::SkillRef* req, v1::Skill* out) override {
+    API_TRY(Who(ctx));
+    auto skill = tools::LoadSkill(API_TRY(SkillsDir()), req->name());
+    if (!skill) return ToStatus(SkillError(skill.error()).error());
+    out->set_name(skill->summary.name);
+    out->set_description(skill->summary.description);
+    out->set_body(skill->body);
+    for (const auto& f : skill->files) out->add_files(f);
+    return Status::OK;
+  }
+  Status ReadSkillFile(ServerContext* ctx, const v1::SkillFileRef* req, v1::FileChunk* out) override {
+    API_TRY(Who(ctx));
+    auto data = tools::ReadSkillFile(API_TRY(SkillsDir()), req->name(), req->path());
+    if (!data) return ToStatus(SkillError(data.error()).error());
+    out->set_data(std::move(*data));
+    return Status::OK;
+  }
+  Status StageSkills(ServerContext* ctx, const v1::StageSkillsRequest* req, v1::StageSkillsResponse* out) override {
+    Caller c = API_TRY(Who(ctx));
+    auto live = API_TRY(Locate(ctx, c, req->sandbox_id()));
+    const std::string dir = API_TRY(SkillsDir());
+    const std::string dest = req->directory().empty() ? live->workspace + "/.skills"
+                                                      : API_TRY(SandboxPath(*live, "stage_skills.directory", req->directory()));
+    Identity who = API_TRY(ResolveIdentity(*live, "stage_skills.user", req->user()));
+    for (int i = 0; i < req->names_size(); ++i) {
+      const std::string& name = req->names(i);
+      auto skill = tools::LoadSkill(dir, name);
+      if (!skill) return ToStatus(SkillError(skill.error()).error());
+      std::vector<std::string> files = skill->files;
+      files.push_back("SKILL.md");
+      for (const auto& f : files) {
+        auto data = tools::ReadSkillFile(dir, name, f);
+        if (!data) return ToStatus(SkillError(data.error()).error());
+        proto::FileOpRequest op;
+        op.op = proto::FileOp::kWrite;
+        op.path = dest + "/" + name + "/" + f;
+        op.uid = who.uid;
+        op.gid = who.gid;
+        op.cwd = live->workspace;
+        op.flags = proto::kWriteAtomic | proto::kParents | proto::kNoSymlinks;
+        API_TRY(FileOpFromString(*live, op, *data, "stage skill " + name + ": " + f));
+      }
+      out->add_paths(dest + "/" + name);
+    }
     return Status::OK;
   }
 

@@ -107,13 +107,14 @@ class TrackingClient(AirlockClient):
 class Daemon:
     """One airlockd process with its own socket and state dir under `base`."""
 
-    def __init__(self, base: Path, name: str, allow_roots: tuple[str, ...] = ()) -> None:
+    def __init__(self, base: Path, name: str, allow_roots: tuple[str, ...] = (), extra: tuple[str, ...] = ()) -> None:
         self.binary = BUILD / "airlockd"
         self.base = base
         self.socket = str(base / f"{name}.sock")
         self.state_dir = str(base / f"{name}-state")
         self.log_path = base / f"{name}.log"
         self.allow_roots = allow_roots
+        self.extra = extra  # more airlockd arguments
         self.proc: Optional[subprocess.Popen] = None
         self.created: set[str] = set()  # every sandbox id created through clients() or noted by a test
 
@@ -151,7 +152,7 @@ class Daemon:
         argv = [str(self.binary), "--socket", self.socket, "--socket-mode", "0666", "--state-dir", self.state_dir]
         for r in self.allow_roots:
             argv += ["--allow-root", r]
-        return argv
+        return argv + list(self.extra)
 
     def client(self) -> TrackingClient:
         return TrackingClient(self.socket, self.created)

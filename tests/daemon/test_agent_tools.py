@@ -168,3 +168,52 @@ def test_a_write_that_fails_midway_puts_back_what_was_written(fresh):
                           "*** Update File: locked/y.txt\n-old-y\n+new-y\n*** End Patch\n", user="65534:65534")
     assert "nothing of the patch was kept" in str(e.value), e.value
     assert fresh.read("open/x.txt") == b"old-x\n" and fresh.read("locked/y.txt") == b"old-y\n"
+
+
+def test_skills_listed_loaded_on_demand_and_staged(base_dir):
+    from airlock_client import FailedPrecondition, InvalidArgument, NotFound
+    from conftest import Daemon
+
+    skills = base_dir / "skills"
+    (skills / "pdf-forms" / "scripts").mkdir(parents=True)
+    (skills / "pdf-forms" / "SKILL.md").write_text(
+        "---\nname: pdf-forms\ndescription: \"Fill PDF forms with pdftk.\"\n---\nRun scripts/fill.sh FORM DATA.\n")
+    (skills / "pdf-forms" / "scripts" / "fill.sh").write_text("#!/bin/sh\necho filling\n")
+    (skills / "broken").mkdir()
+    (skills / "broken" / "SKILL.md").write_text("no front matter\n")
+    (skills / "pdf-forms" / "leak").symlink_to("/etc/passwd")
+    d = Daemon(base_dir, "skills", extra=("--skills-dir", str(skills)))
+    d.start()
+    try:
+        c = d.client()
+        # Names and descriptions only; a malformed skill is left out.
+        assert c.list_skills() == [("pdf-forms", "Fill PDF forms with pdftk.")]
+        k = c.get_skill("pdf-forms")
+        assert k["body"] == "Run scripts/fill.sh FORM DATA.\n" and k["files"] == ["scripts/fill.sh"]
+        assert c.read_skill_file("pdf-forms", "scripts/fill.sh") == b"#!/bin/sh\necho filling\n"
+        for bad in ("../pdf-forms/SKILL.md", "/etc/passwd"):
+            with pytest.raises(InvalidArgument):
+                c.read_skill_file("pdf-forms", bad)
+        with pytest.raises(FailedPrecondition):  # a symlink: not followed
+            c.read_skill_file("pdf-forms", "leak")
+        with pytest.raises(NotFound):
+            c.get_skill("no-such")
+        with pytest.raises(InvalidArgument):
+            c.get_skill("../etc")
+        s = c.create()
+        assert s.stage_skills(["pdf-forms"]) == ["/workspace/.skills/pdf-forms"]
+        r = s.exec("cat /workspace/.skills/pdf-forms/SKILL.md | head -2; sh /workspace/.skills/pdf-forms/scripts/fill.sh")
+        assert r.stdout == b"---\nname: pdf-forms\nfilling\n"
+        s.delete()
+        c.close()
+    finally:
+        d.destroy_all()
+        status = d.stop()
+    assert status == 0, d.log_tail()
+    assert not d.leftovers()
+
+
+def test_without_a_skills_dir_skills_are_refused_plainly(client):
+    from airlock_client import FailedPrecondition
+    with pytest.raises(FailedPrecondition, match="skills_dir is not set"):
+        client.list_skills()

@@ -794,6 +794,19 @@ class AirlockClient:
             req.labels.update(labels)
         return Session(self, SandboxInfo._from(self._pb, _call(self._stub.Restore, req)))
 
+    # Skills (the daemon's skills_dir): progressive disclosure.
+    def list_skills(self) -> list[tuple[str, str]]:
+        """(name, description) of every skill the daemon serves."""
+        return [(k.name, k.description) for k in _call(self._stub.ListSkills, self._pb.Empty()).skills]
+
+    def get_skill(self, name: str) -> dict[str, Any]:
+        """{name, description, body, files}: SKILL.md's body and the names of its other files."""
+        k = _call(self._stub.GetSkill, self._pb.SkillRef(name=name))
+        return {"name": k.name, "description": k.description, "body": k.body, "files": list(k.files)}
+
+    def read_skill_file(self, name: str, path: str) -> bytes:
+        return _call(self._stub.ReadSkillFile, self._pb.SkillFileRef(name=name, path=path)).data
+
     def export_snapshot(self, snapshot_id: str, path: str) -> int:
         """Writes the snapshot's archive to `path`; returns its size."""
         size = 0
@@ -1126,6 +1139,12 @@ class Session:
         """An image's bytes and MIME type (FailedPrecondition if it isn't one)."""
         r = self._rpc(self._stub.ViewImage, self._file(path, user))
         return r.data, r.mime_type
+
+    def stage_skills(self, names: Sequence[str], directory: str = "", *, user: str = "") -> list[str]:
+        """Copies skills into the sandbox (default <workspace>/.skills/<name>); their folders."""
+        r = self._rpc(self._stub.StageSkills, self._pb.StageSkillsRequest(sandbox_id=self.id, names=list(names),
+                                                                           directory=directory, user=user))
+        return list(r.paths)
 
     def persist_workspace(self) -> bytes:
         """The workspace as a tar archive (Download)."""
