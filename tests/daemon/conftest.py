@@ -13,6 +13,7 @@ AIRLOCK_TEST_KEEP=1 keeps the test directory (daemon logs, state) for a look.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -252,6 +253,25 @@ def base_dir() -> Iterator[Path]:
         print(f"\nkept {d}: something still uses it")
     else:
         shutil.rmtree(d, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def own_daemon(base: Path, name: str, **kwargs) -> Iterator[Daemon]:
+    """An airlockd of a test's own, started; afterwards (if the test passed) it
+    must stop cleanly and leave nothing behind. One that died in the test is
+    started again first, to take back and clean up what it left."""
+    d = Daemon(base, name, **kwargs)
+    d.start()
+    try:
+        yield d
+    finally:
+        if d.proc is not None and d.proc.poll() is not None:
+            d.start()
+        d.destroy_all()
+        status = d.stop()
+    assert status == 0, d.log_tail()
+    left = d.leftovers()
+    assert not left, left
 
 
 @pytest.fixture(scope="session")

@@ -172,7 +172,7 @@ def test_a_write_that_fails_midway_puts_back_what_was_written(fresh):
 
 def test_skills_listed_loaded_on_demand_and_staged(base_dir):
     from airlock_client import FailedPrecondition, InvalidArgument, NotFound
-    from conftest import Daemon
+    from conftest import own_daemon
 
     skills = base_dir / "skills"
     (skills / "pdf-forms" / "scripts").mkdir(parents=True)
@@ -182,9 +182,7 @@ def test_skills_listed_loaded_on_demand_and_staged(base_dir):
     (skills / "broken").mkdir()
     (skills / "broken" / "SKILL.md").write_text("no front matter\n")
     (skills / "pdf-forms" / "leak").symlink_to("/etc/passwd")
-    d = Daemon(base_dir, "skills", extra=("--skills-dir", str(skills)))
-    d.start()
-    try:
+    with own_daemon(base_dir, "skills", extra=("--skills-dir", str(skills))) as d:
         c = d.client()
         # Names and descriptions only; a malformed skill is left out.
         assert c.list_skills() == [("pdf-forms", "Fill PDF forms with pdftk.")]
@@ -206,11 +204,6 @@ def test_skills_listed_loaded_on_demand_and_staged(base_dir):
         assert r.stdout == b"---\nname: pdf-forms\nfilling\n"
         s.delete()
         c.close()
-    finally:
-        d.destroy_all()
-        status = d.stop()
-    assert status == 0, d.log_tail()
-    assert not d.leftovers()
 
 
 def test_without_a_skills_dir_skills_are_refused_plainly(client):

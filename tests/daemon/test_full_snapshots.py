@@ -360,16 +360,14 @@ def test_after_an_airlockd_restart_with_an_output_dir(base_dir):
     # takes it back and can still checkpoint it, its writable host mount
     # (an output dir, idmapped) named as the launch made it.
     from airlock_client import Manifest, ManifestEntry
-    from conftest import Daemon
+    from conftest import own_daemon
 
     allowed = base_dir / "full-allowed"
     out = allowed / "out"
     out.mkdir(parents=True)
     os.chmod(allowed, 0o755)
     os.chown(out, 4242, 4242)
-    d = Daemon(base_dir, "full-restart", allow_roots=(str(allowed),))
-    d.start()
-    try:
+    with own_daemon(base_dir, "full-restart", allow_roots=(str(allowed),)) as d:
         c = d.client()
         s = c.create(checkpointable=True, manifest=Manifest(entries=[ManifestEntry("out", output_dir=str(out))]))
         sid = s.id
@@ -394,10 +392,3 @@ def test_after_an_airlockd_restart_with_an_output_dir(base_dir):
         for x in c.list_snapshots():
             c.delete_snapshot(x.id)
         c.close()
-    finally:
-        if d.proc is not None and d.proc.poll() is not None:
-            d.start()
-        d.destroy_all()
-        status = d.stop()
-    assert status == 0, d.log_tail()
-    assert not d.leftovers()

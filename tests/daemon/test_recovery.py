@@ -86,11 +86,9 @@ def test_without_a_snapshot_it_stays_stopped_and_says_why(client):
 def test_rebuilt_after_airlockd_restarts_without_it(base_dir):
     # airlockd is killed; meanwhile the sandbox's init dies too (the keeper
     # lets it go). The next airlockd finds it gone and rebuilds it.
-    from conftest import Daemon
+    from conftest import own_daemon
 
-    d = Daemon(base_dir, "recovery-restart")
-    d.start()
-    try:
+    with own_daemon(base_dir, "recovery-restart") as d:
         c = d.client()
         s = c.create(recovery={"rebuild": True}, labels={"test": "recovery"})
         assert s.exec("echo kept > /workspace/state").ok
@@ -108,13 +106,6 @@ def test_rebuilt_after_airlockd_restarts_without_it(base_dir):
         for x in c.list_snapshots():
             c.delete_snapshot(x.id)
         c.close()
-    finally:
-        if d.proc is not None and d.proc.poll() is not None:
-            d.start()
-        d.destroy_all()
-        status = d.stop()
-    assert status == 0, d.log_tail()
-    assert not d.leftovers()
 
 
 def test_a_sandbox_that_keeps_dying_is_backed_off_then_parked(client):

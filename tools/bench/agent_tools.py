@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,16 +29,10 @@ def main() -> None:
     os.environ["AIRLOCK_PYTHON_STUBS"] = str(build / "python")
     from airlock_client import AirlockClient
 
-    work = Path(tempfile.mkdtemp(prefix="airlock-tools-bench-"))
-    sock = str(work / "airlockd.sock")
-    log = open(work / "airlockd.log", "wb")
-    daemon = subprocess.Popen([str(build / "airlockd"), "--socket", sock, "--state-dir", str(work / "state")],
-                              stdout=log, stderr=log)
-    try:
-        for _ in range(200):
-            if os.path.exists(sock):
-                break
-            time.sleep(0.05)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from airlockd import private_airlockd
+
+    with private_airlockd(build, "airlock-tools-bench-") as (sock, _):
         c = AirlockClient(sock)
         s = c.create()
         s.exec("mkdir -p /workspace/p && cd /workspace/p && for i in $(seq 50); do seq 0 199 | sed 's/^/line /' > f$i.txt; done")
@@ -58,12 +49,6 @@ def main() -> None:
         print(f"apply_patch, 50 files x 200 lines, one hunk each: median {statistics.median(times):.1f} ms, "
               f"min {min(times):.1f}, max {max(times):.1f} (n={len(times)})")
         s.delete()
-    finally:
-        daemon.terminate()
-        daemon.wait(timeout=30)
-        subprocess.run(["umount", "-l", str(work / "state" / "pool")], stderr=subprocess.DEVNULL)
-        shutil.rmtree(work, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()

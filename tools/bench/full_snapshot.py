@@ -83,17 +83,11 @@ def main() -> None:
     os.environ["AIRLOCK_PYTHON_STUBS"] = str(build / "python")
     from airlock_client import AirlockClient
 
-    work = Path(tempfile.mkdtemp(prefix="airlock-full-bench-", dir="/var/tmp"))
-    sock = str(work / "airlockd.sock")
-    state = work / "state"
-    log = open(work / "airlockd.log", "wb")
-    daemon = subprocess.Popen([str(build / "airlockd"), "--socket", sock, "--state-dir", str(state)],
-                              stdout=log, stderr=log)
-    try:
-        for _ in range(600):
-            if os.path.exists(sock):
-                break
-            time.sleep(0.05)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from airlockd import private_airlockd
+
+    with private_airlockd(build, "airlock-full-bench-", parent="/var/tmp") as (sock, state):
+        work = state.parent
         c = AirlockClient(sock)
         s = c.create(checkpointable=True)
         sid = s.id
@@ -177,11 +171,6 @@ def main() -> None:
         print(f"    then the first answer of the process     {statistics.median(r_exec):9.1f} ms")
         print("  (the API's includes checking the seal's digests, the sandbox's root and cgroups, the seccomp check)")
         c.delete_snapshot(snap.id)
-    finally:
-        daemon.terminate()
-        daemon.wait(timeout=60)
-        subprocess.run(["umount", "-l", str(state / "pool")], stderr=subprocess.DEVNULL)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
