@@ -362,6 +362,17 @@ ApiResult<v1::Sandbox> Manager::RestoreFrom(const Caller& caller, const Snapshot
                          " (its id and id range), which still runs; destroy it first, or restore filesystem_only");
     if (auto it = stopped_.find(target); it != stopped_.end()) was_stopped = it->second;
   }
+  // An imported snapshot may continue a sandbox someone else had here (its
+  // record outlives it).
+  if (!caller.root()) {
+    auto rows = store_->Sandboxes();
+    if (!rows) return FromError(rows.error(), "restore");
+    for (const auto& r : *rows)
+      if (r.id == target && r.owner != caller.uid)
+        return ApiFail(Code::kFailedPrecondition, "restore: snapshot " + row.id +
+                                                      "'s processes continue a sandbox that was not the caller's; "
+                                                      "restore it filesystem_only");
+  }
   FullRestore full{images.get(), seal->id_base, seal->channel_key};
   create.set_checkpointable(true);
   auto made = CreateSandbox(caller, create, row.id, target, &full);

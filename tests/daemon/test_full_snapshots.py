@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -392,3 +393,53 @@ def test_after_an_airlockd_restart_with_an_output_dir(base_dir):
         for x in c.list_snapshots():
             c.delete_snapshot(x.id)
         c.close()
+
+
+@needs_criu
+def test_an_imported_full_snapshot_cannot_continue_someone_elses_sandbox(client, daemon, tmp_path):
+    # root's sandbox, checkpointed and exported, then stopped (its init
+    # killed: its record stays, root's); nobody imports the archive (the
+    # seal is this daemon's, so it is full) and tries to restore its
+    # processes: they would continue root's sandbox under its id.
+    import textwrap
+    from conftest import CLIENT_DIR, STUBS
+
+    s = client.create(checkpointable=True, labels={"test": "full"})
+    sid = s.id
+    try:
+        start_repl(s)
+        ask(s, "1")
+        snap = s.snapshot(full=True)
+        archive = tmp_path / "root.tar"
+        client.export_snapshot(snap.id, str(archive))
+        os.kill(init_pid(sid), signal.SIGKILL)
+        wait_for(lambda: client.get(sid).state == "STOPPED")
+        child = textwrap.dedent("""
+            import sys
+            from airlock_client import AirlockClient, AirlockError
+            c = AirlockClient(sys.argv[1])
+            imported = c.import_snapshot("/dev/stdin")  # the archive: root's file, handed over
+            print("full" if imported.full else "files")
+            try:
+                c.restore(imported.id)
+                print("restored")
+            except AirlockError as e:
+                print(e.code, e.message)
+            print("files-only", c.restore(imported.id, filesystem_only=True).info.owner_uid)
+        """)
+        env = dict(os.environ, PYTHONPATH=str(CLIENT_DIR), AIRLOCK_PYTHON_STUBS=STUBS)
+        with open(archive, "rb") as stdin:
+            r = subprocess.run([sys.executable, "-c", child, daemon.socket], env=env, stdin=stdin,
+                               capture_output=True, text=True, user=65534, group=65534, timeout=300)
+        out = r.stdout.splitlines()
+        assert out and out[0] == "full", r.stderr
+        assert out[1].startswith("FAILED_PRECONDITION") and "not the caller's" in out[1], out
+        assert out[2] == "files-only 65534", out
+    finally:
+        cleanup(client, s, sandbox_ids=[sid])
+        for x in client.list_snapshots():
+            if x.owner_uid == 65534:
+                client.delete_snapshot(x.id)
+        for x in client.list():
+            if x.owner_uid == 65534:
+                client.destroy(x.id)
