@@ -88,6 +88,17 @@ def ask(s, expr: str, seconds: float = 60.0) -> str:
     raise AssertionError(f"the REPL didn't answer {expr!r}: {log}")
 
 
+def repl_sandbox(client, **create):
+    """A checkpointable sandbox running the REPL; (session, the REPL's token)."""
+    s = client.create(checkpointable=True, labels={"test": "full"}, **create)
+    try:
+        start_repl(s)
+        return s, ask(s, "state['token']")
+    except BaseException:
+        s.delete()
+        raise
+
+
 def checkpoint_dir(daemon, snap_id: str) -> Path:
     return Path(daemon.state_dir) / "checkpoints" / snap_id
 
@@ -165,12 +176,10 @@ def test_without_criu_a_full_snapshot_says_why_and_files_still_snapshot(client):
 
 @needs_criu
 def test_a_restored_sandbox_continues_its_processes(client, daemon):
-    s = client.create(checkpointable=True, labels={"test": "full"})
+    s, token = repl_sandbox(client)
     sid = s.id
     try:
         assert s.exec("echo layer-before > /workspace/state").ok
-        start_repl(s)
-        token = ask(s, "state['token']")
         assert ask(s, "state.__setitem__('n', 41) or state['n']") == "41"
         ticks = int(ask(s, "ticks"))
 
@@ -233,11 +242,9 @@ def test_a_restored_sandbox_continues_its_processes(client, daemon):
 
 @needs_criu
 def test_altered_process_images_are_refused(client, daemon):
-    s = client.create(checkpointable=True, labels={"test": "full"})
+    s, _ = repl_sandbox(client)
     sid = s.id
     try:
-        start_repl(s)
-        ask(s, "1")
         snap = s.snapshot(full=True)
         s.delete()
         d = checkpoint_dir(daemon, snap.id)
@@ -294,12 +301,10 @@ def _rewrite_seal(archive: bytes, change) -> bytes:
 
 @needs_criu
 def test_export_import_keeps_processes_only_with_this_daemons_seal(client, tmp_path):
-    s = client.create(checkpointable=True, labels={"test": "full"})
+    s, token = repl_sandbox(client)
     sid = s.id
     made = []
     try:
-        start_repl(s)
-        token = ask(s, "state['token']")
         assert s.exec("echo kept > /workspace/mark").ok
         snap = s.snapshot(full=True)
         path = tmp_path / "full.tar"
@@ -334,11 +339,9 @@ def test_export_import_keeps_processes_only_with_this_daemons_seal(client, tmp_p
 
 @needs_criu
 def test_recovery_brings_processes_back(client):
-    s = client.create(checkpointable=True, recovery={"rebuild": True, "full": True}, labels={"test": "full"})
+    s, token = repl_sandbox(client, recovery={"rebuild": True, "full": True})
     sid = s.id
     try:
-        start_repl(s)
-        token = ask(s, "state['token']")
         snap = s.snapshot(full=True)
         stream = client.events(sandbox_id=sid)
         time.sleep(0.3)
@@ -404,11 +407,9 @@ def test_an_imported_full_snapshot_cannot_continue_someone_elses_sandbox(client,
     import textwrap
     from conftest import CLIENT_DIR, STUBS
 
-    s = client.create(checkpointable=True, labels={"test": "full"})
+    s, _ = repl_sandbox(client)
     sid = s.id
     try:
-        start_repl(s)
-        ask(s, "1")
         snap = s.snapshot(full=True)
         archive = tmp_path / "root.tar"
         client.export_snapshot(snap.id, str(archive))
