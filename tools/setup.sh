@@ -2,7 +2,7 @@
 # Installs what airlock needs to build and run on Debian bookworm, then
 # builds it into ./build. Idempotent: packages already present are skipped.
 # Usage: tools/setup.sh [--bench] [--vm]
-#   --bench  adds the peers for tools/bench/ (bubblewrap, crun, runc, hyperfine)
+#   --bench  adds the peers for tools/bench/ (bubblewrap, crun, runc, hyperfine, ripgrep)
 #   --vm     adds what the test lanes need beyond the build: QEMU, and CRIU
 #            with iptables, for the guest lane (its /usr is a copy of the
 #            host's); podman, whose round trips load and run airlock's exports
@@ -12,10 +12,10 @@ cd "$(dirname "$0")/.."
 packages="build-essential cmake pkg-config libseccomp-dev libcap-dev libmnl-dev libnftnl-dev libssl-dev openssl
   nlohmann-json3-dev catch2 btrfs-progs python3
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libsqlite3-dev
-  libyaml-cpp-dev python3-grpcio python3-protobuf python3-pytest nodejs"
+  libyaml-cpp-dev libpcre2-dev python3-grpcio python3-protobuf python3-pytest nodejs"
 for arg in "$@"; do
   case "$arg" in
-    --bench) packages="$packages hyperfine bubblewrap runc crun util-linux" ;;
+    --bench) packages="$packages hyperfine bubblewrap runc crun util-linux ripgrep" ;;
     --vm) packages="$packages qemu-system-x86 qemu-utils criu iptables podman" ;;
     *) echo "setup: unknown option $arg" >&2; exit 2 ;;
   esac

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -34,8 +35,11 @@ ApiResult<void> RunFileOp(Live& live, proto::FileOpRequest request, const FileOp
       return ApiFail(Code::kFailedPrecondition, what + ": sandbox " + live.id + " is paused");
   }
   const bool writes = request.op == proto::FileOp::kWrite;
+  // kSearch reads its request, then writes its results: a socket both ways.
+  const bool both = request.op == proto::FileOp::kSearch;
   int p[2];
-  if (pipe2(p, O_CLOEXEC) < 0) return FromError(Error{errno, "pipe2", what});
+  if (both ? socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p) < 0 : pipe2(p, O_CLOEXEC) < 0)
+    return FromError(Error{errno, both ? "socketpair" : "pipe2", what});
   // The sandbox gets the end it needs; ours stays here.
   UniqueFd ours(writes ? p[1] : p[0]), theirs(writes ? p[0] : p[1]);
   auto waiter = std::make_shared<Waiter>();
@@ -49,7 +53,7 @@ ApiResult<void> RunFileOp(Live& live, proto::FileOpRequest request, const FileOp
   if (!sent) return FromError(sent.error(), what);
   theirs.Reset();
   bool stopped_early = false;
-  if (writes) {
+  if (writes || both) {
     std::string chunk;
     while (io.source && io.source(&chunk)) {
       size_t off = 0;
@@ -61,8 +65,9 @@ ApiResult<void> RunFileOp(Live& live, proto::FileOpRequest request, const FileOp
       }
       if (off < chunk.size()) break;
     }
-    ours.Reset();  // EOF: the end of the content
-  } else {
+    if (!both) ours.Reset();  // EOF: the end of the content
+  }
+  if (!writes) {
     thread_local std::string buf(64 * 1024, '\0');  // per handler thread
     for (;;) {
       ssize_t n = read(ours.get(), buf.data(), buf.size());

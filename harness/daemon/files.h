@@ -1,7 +1,8 @@
 // File operations inside a sandbox (proto::FileOp): each runs in a process
 // airlock-init forks in the sandbox with the caller-chosen identity, so every
 // path resolves in the sandbox's own mount namespace. The data stream between
-// it and the daemon is a pipe; the result is the process's exit code.
+// it and the daemon is a pipe (a socket for kSearch, which reads its request
+// and then writes); the result is the process's exit code.
 #pragma once
 
 #include <functional>
@@ -17,7 +18,7 @@
 namespace airlock::daemon {
 
 struct FileOpIo {
-  // kWrite: fills *chunk with the next piece; returns false at the end.
+  // kWrite, kSearch: fills *chunk with the next piece; returns false at the end.
   std::function<bool(std::string* chunk)> source;
   // Read-type ops: receives what the op wrote; returns false to stop early.
   std::function<bool(std::string_view data)> sink;

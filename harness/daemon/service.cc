@@ -12,6 +12,7 @@
 #include "harness/daemon/files.h"
 #include "harness/daemon/instructions.h"
 #include "harness/daemon/patch.h"
+#include "harness/daemon/search.h"
 #include "harness/tools/output_cap.h"
 #include "harness/tools/skills.h"
 #include "harness/tools/text.h"
@@ -211,6 +212,13 @@ class Service final : public v1::Airlock::Service {
     out->set_last_line(r.last);
     out->set_total_lines(r.total);
     out->set_more(r.more);
+    return Status::OK;
+  }
+  Status Search(ServerContext* ctx, const v1::SearchRequest* req, v1::SearchResponse* out) override {
+    Caller c = API_TRY(Who(ctx));
+    auto live = API_TRY(Locate(ctx, c, req->sandbox_id()));
+    live->Touch();
+    *out = API_TRY(SearchInSandbox(*live, *req));
     return Status::OK;
   }
   Status ViewImage(ServerContext* ctx, const v1::FileRequest* req, v1::ImageResponse* out) override {

@@ -1,5 +1,5 @@
-// Small pure helpers for the file tools: a line range of a text, and an
-// image's type from its first bytes.
+// Small pure helpers for the file tools: a line range of a text, an
+// image's type from its first bytes, and text made fit for a proto string.
 #pragma once
 
 #include <cstdint>
@@ -22,5 +22,9 @@ LineRange SliceLines(std::string_view text, uint64_t start, uint64_t count);
 // The MIME type of an image by its magic bytes, or "" if it isn't one of
 // PNG, JPEG, GIF, WebP, BMP, SVG.
 std::string ImageType(std::string_view head);
+
+// `s` as valid UTF-8 (what a proto3 string must be): each byte that isn't
+// part of a well-formed sequence becomes U+FFFD.
+std::string ValidUtf8(std::string_view s);
 
 }  // namespace airlock::tools

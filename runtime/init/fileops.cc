@@ -22,6 +22,7 @@
 
 #include "runtime/core/unique_fd.h"
 #include "runtime/init/paths.h"
+#include "runtime/init/search.h"
 #include "runtime/proto/fileops.h"
 
 namespace airlock::init {
@@ -426,6 +427,8 @@ int Dispatch(const FileOpRequest& req, int data) {
       return OpSymlink(req);
     case proto::FileOp::kChown:
       return OpChown(req);
+    case proto::FileOp::kSearch:
+      return data < 0 ? EBADF : RunSearchOp(req.path, data);
   }
   return EINVAL;
 }

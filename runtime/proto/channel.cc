@@ -69,6 +69,7 @@ uint32_t OwnFlags(FileOp op) {
     case FileOp::kSymlink:
       return kParents;
     case FileOp::kChown:
+    case FileOp::kSearch:
       return 0;
   }
   return 0;
@@ -241,7 +242,7 @@ Result<FileOpRequest> DecodeFileOpRequest(std::string_view payload) {
   FileOpRequest m;
   m.id = TRY(r.U32("id"));
   uint32_t op = TRY(r.U32("op"));
-  if (op < static_cast<uint32_t>(FileOp::kRead) || op > static_cast<uint32_t>(FileOp::kChown))
+  if (op < static_cast<uint32_t>(FileOp::kRead) || op > static_cast<uint32_t>(FileOp::kSearch))
     return r.Bad("op", "unknown (" + std::to_string(op) + ")");
   m.op = static_cast<FileOp>(op);
   m.uid = TRY(r.U32("uid"));

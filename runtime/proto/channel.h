@@ -113,6 +113,7 @@ enum class FileOp : uint32_t {
   kRename = 7,  // path -> path2 (renameat2; kNoReplace refuses an existing path2)
   kSymlink = 8,  // a symlink at path pointing to path2 (kParents: missing parents 0755)
   kChown = 9,    // lchown(path, owner_uid, owner_gid): never follows a final symlink
+  kSearch = 10,  // fd (a socket) -> one SearchSpec; SearchRecords -> fd (fileops.h)
 };
 inline constexpr uint32_t kFileOpMaxErrno = 254;
 // FileOpRequest.flags

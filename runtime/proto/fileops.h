@@ -47,4 +47,52 @@ std::string EncodeStatRecord(const StatRecord& record);
 // naming the record's index.
 Result<std::vector<StatRecord>> DecodeStatRecords(std::string_view data, size_t max_records);
 
+// kSearch: the runtime writes one framed SearchSpec to the socket, then reads
+// framed SearchRecords until EOF: matches (or file names), then exactly one
+// kDone, or one kError (a pattern or glob that doesn't compile) instead.
+// Paths are relative to the searched directory.
+inline constexpr uint32_t kSearchIgnoreCase = 1u << 0;
+inline constexpr uint32_t kSearchFixedStrings = 1u << 1;
+inline constexpr uint32_t kSearchFilesWithMatches = 1u << 2;
+inline constexpr uint32_t kSearchHidden = 1u << 3;
+inline constexpr uint32_t kSearchNoIgnore = 1u << 4;
+inline constexpr uint32_t kSearchFlagsMask = (1u << 5) - 1;
+inline constexpr size_t kMaxSearchPattern = 64 * 1024;
+inline constexpr size_t kMaxSearchGlobs = 256;
+inline constexpr size_t kMaxSearchGlob = 4096;
+inline constexpr uint32_t kMaxSearchResults = 100000;
+inline constexpr uint32_t kMaxSearchLine = 64 * 1024;
+// A search writes at most this much text (paths and lines) before it stops
+// as truncated: the reply must fit a gRPC message.
+inline constexpr size_t kMaxSearchOutput = 8u << 20;
+
+struct SearchSpec {
+  uint32_t flags = 0;           // kSearch*
+  uint32_t max_results = 1000;  // 1..kMaxSearchResults
+  uint32_t max_line_bytes = 500;  // 1..kMaxSearchLine
+  uint32_t timeout_ms = 30000;  // 1..600000
+  std::string pattern;          // empty: list the files the globs select
+  std::vector<std::string> globs;
+};
+
+struct SearchRecord {
+  enum class Kind : uint32_t { kMatch = 1, kError = 2, kDone = 3 };
+  Kind kind = Kind::kMatch;
+  std::string path;  // kMatch: relative, no "." / ".." component, never absolute
+  uint64_t line = 0;  // kMatch: 1-based; 0 for a file name
+  std::string text;  // kMatch: the line (at most max_line_bytes); kError: the message
+  uint64_t files_searched = 0;  // kDone
+  bool truncated = false, timed_out = false;  // kDone
+};
+
+std::string EncodeSearchSpec(const SearchSpec& spec);
+// One framed spec at the start of `data`; *used is set to its size. An
+// incomplete frame is ENODATA (read more), anything out of range an error
+// naming the field.
+Result<SearchSpec> DecodeSearchSpec(std::string_view data, size_t* used);
+std::string EncodeSearchRecord(const SearchRecord& record);
+// Decodes whole records from the front of `data` into *out (at most
+// `max_records` in all), leaving a trailing partial record in `data`.
+Result<void> DecodeSearchRecords(std::string_view* data, size_t max_records, std::vector<SearchRecord>* out);
+
 }  // namespace airlock::proto

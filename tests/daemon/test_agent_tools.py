@@ -210,3 +210,43 @@ def test_without_a_skills_dir_skills_are_refused_plainly(client):
     from airlock_client import FailedPrecondition
     with pytest.raises(FailedPrecondition, match="skills_dir is not set"):
         client.list_skills()
+
+
+def test_search_by_regex_and_glob_inside_the_sandbox(fresh):
+    # Files made by a command in the sandbox: the search sees the sandbox's tree.
+    r = fresh.exec(["sh", "-c", "mkdir -p src/deep .git && printf 'def f():\\n    return 42\\n' > src/a.py && "
+                   "printf 'x = 42\\n' > src/deep/b.ts && printf 'build/\\n' > .gitignore && mkdir build && "
+                   "echo 'return 42' > build/gen.py && printf 'bad \\377 byte 42\\n' > latin1.txt && "
+                   "ln -s /etc link && chmod 600 src/deep/b.ts"])
+    assert r.exit_code == 0, r.stderr
+    found = fresh.search(r"return \d+")
+    assert found["matches"] == [("src/a.py", 2, "    return 42")]  # build/ is ignored (.gitignore in a repo)
+    assert found["files_searched"] == 3 and not found["truncated"]
+    assert fresh.search("42", globs=["*.ts"])["matches"] == [("src/deep/b.ts", 1, "x = 42")]
+    assert [m[0] for m in fresh.search("42", no_ignore=True, files_with_matches=True)["matches"]] == [
+        "build/gen.py", "latin1.txt", "src/a.py", "src/deep/b.ts"]
+    # A line that isn't UTF-8 comes back with U+FFFD in place of the bad byte.
+    assert fresh.search("byte")["matches"] == [("latin1.txt", 1, "bad \ufffd byte 42")]
+    assert [m[0] for m in fresh.search(globs=["src/**"])["matches"]] == ["src/a.py", "src/deep/b.ts"]
+    assert fresh.search("RETURN", "src", ignore_case=True)["matches"] == [("a.py", 2, "    return 42")]
+    # Searched as a user who can't read b.ts: it isn't there.
+    assert fresh.search("42", "src", user="1000")["matches"] == [("a.py", 2, "    return 42")]
+    # The symlink to /etc is not followed.
+    assert fresh.search("root:")["matches"] == []
+
+
+def test_search_errors_name_the_field(fresh):
+    with pytest.raises(InvalidArgument, match=r"search\.pattern: missing closing parenthesis"):
+        fresh.search("a(b")
+    with pytest.raises(InvalidArgument, match=r"search\.globs\[1\]: .*unclosed \["):
+        fresh.search("x", globs=["*.py", "a[b"])
+    with pytest.raises(InvalidArgument, match=r"search\.max_results: at most 100000"):
+        fresh.search("x", max_results=100001)
+    with pytest.raises(InvalidArgument, match=r"search\.files_with_matches"):
+        fresh.search("", files_with_matches=True)
+    from airlock_client import NotFound
+    with pytest.raises(NotFound, match="search /workspace/missing"):
+        fresh.search("x", "missing")
+    fresh.write("many.txt", "hit\n" * 50)
+    r = fresh.search("hit", max_results=10)
+    assert len(r["matches"]) == 10 and r["truncated"]

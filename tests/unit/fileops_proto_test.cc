@@ -238,7 +238,7 @@ TEST_CASE("proto: FileOpRequest fields are checked", "[proto]") {
   auto read = SampleFileOp(FileOp::kRead, 0);
   auto write = SampleFileOp(FileOp::kWrite, proto::kWriteCreate);
   SECTION("op out of range") {
-    for (uint32_t op : {0u, 10u, 0xffffffffu}) {
+    for (uint32_t op : {0u, 11u, 0xffffffffu}) {
       std::string payload = proto::Encode(read);
       memcpy(payload.data() + 4, &op, 4);
       auto r = proto::DecodeFileOpRequest(payload);

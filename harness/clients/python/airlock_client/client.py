@@ -1135,6 +1135,20 @@ class Session:
         return {"content": r.content, "first_line": r.first_line, "last_line": r.last_line,
                 "total_lines": r.total_lines, "more": r.more}
 
+    def search(self, pattern: str = "", path: str = "", *, globs: Sequence[str] = (), ignore_case: bool = False,
+               fixed_strings: bool = False, files_with_matches: bool = False, hidden: bool = False,
+               no_ignore: bool = False, max_results: int = 0, max_line_bytes: int = 0, timeout_ms: int = 0,
+               user: str = "") -> dict[str, Any]:
+        """Lines matching a regex (PCRE2) under path (default the workspace), as
+        ripgrep finds them; an empty pattern lists the files the globs select.
+        {matches: [(path, line, text)], truncated, timed_out, files_searched}."""
+        r = self._rpc(self._stub.Search, self._pb.SearchRequest(
+            sandbox_id=self.id, path=path, pattern=pattern, globs=list(globs), ignore_case=ignore_case,
+            fixed_strings=fixed_strings, files_with_matches=files_with_matches, hidden=hidden, no_ignore=no_ignore,
+            max_results=max_results, max_line_bytes=max_line_bytes, timeout_ms=timeout_ms, user=user))
+        return {"matches": [(m.path, m.line, m.text) for m in r.matches], "truncated": r.truncated,
+                "timed_out": r.timed_out, "files_searched": r.files_searched}
+
     def view_image(self, path: str, *, user: str = "") -> tuple[bytes, str]:
         """An image's bytes and MIME type (FailedPrecondition if it isn't one)."""
         r = self._rpc(self._stub.ViewImage, self._file(path, user))
