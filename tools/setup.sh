@@ -36,3 +36,16 @@ fi
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$(nproc)"
 echo "setup: built build/airlock, build/airlock-init and build/airlockd"
+
+# The JavaScript parts, from the npm registry: the MCP SDK client the MCP
+# tests drive `airlock mcp` with. Installed again only when a
+# package-lock.json changed.
+if ! command -v npm >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null
+fi
+for dir in tests/mcp; do
+  if [ ! -f "$dir/node_modules/.package-lock.json" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+done
+echo "setup: installed the MCP tests' npm packages"

@@ -57,7 +57,7 @@ constexpr const char* kUsage =
     "\n"
     "Persistent sandboxes, served by airlockd (`airlock daemon` runs it): airlock create,\n"
     "exec, ps, inspect, cp, pause, resume, rm, stats, events, snapshot, snapshots, restore,\n"
-    "fork, rmsnap, snapshot-export, snapshot-import (`airlock CMD --help`).\n";
+    "fork, rmsnap, snapshot-export, snapshot-import, mcp (`airlock CMD --help`).\n";
 
 [[noreturn]] void Die(const std::string& msg) {
   fprintf(stderr, "airlock: %s\n", msg.c_str());
@@ -170,7 +170,7 @@ int Run(const std::vector<std::string>& args) {
 // that `airlock run` never loads it (decision 8).
 bool IsRemoteCommand(const std::string& cmd) {
   for (const char* c : {"create", "exec", "ps", "inspect", "cp", "pause", "resume", "rm", "stats", "events", "snapshot",
-                        "snapshots", "restore", "fork", "rmsnap", "snapshot-export", "snapshot-import"})
+                        "snapshots", "restore", "fork", "rmsnap", "snapshot-export", "snapshot-import", "mcp"})
     if (cmd == c) return true;
   return false;
 }

@@ -36,6 +36,9 @@ constexpr const char* kUsage =
     "  rmsnap SNAP...                   delete snapshots\n"
     "  snapshot-export SNAP FILE|-      a snapshot as one checksummed archive\n"
     "  snapshot-import FILE|-           and back (processes only if sealed by this daemon's key)\n"
+    "  mcp [--http [ADDR:]PORT] [CREATE OPTIONS]\n"
+    "                                   serve the agent's tools and sandboxes over MCP (stdio, or\n"
+    "                                   HTTP with a bearer token; docs/mcp.md)\n"
     "\n"
     "Every command takes --socket PATH (default $AIRLOCK_SOCKET, else\n"
     "/run/airlock/airlockd.sock) and --json (machine-readable output); see\n"
@@ -104,7 +107,19 @@ Result<uint64_t> ParseCount(const std::string& option, const std::string& v) {
   return std::stoull(v);
 }
 
-Result<v1::CreateRequest> BuildCreate(const ParsedArgs& a) {
+}  // namespace
+
+std::vector<OptionSpec> CreateOptionSpecs() {
+  return {{"--image", 0, true},        {"--manifest", 0, true},     {"--env", 'e', true},
+          {"--memory", 'm', true},     {"--pids", 0, true},         {"--cpus", 0, true},
+          {"--disk", 0, true},         {"--nofile", 0, true},       {"--seccomp", 0, true},
+          {"--label", 'l', true},      {"--lifetime", 0, true},     {"--idle-timeout", 0, true},
+          {"--hostname", 0, true},     {"--snapshots", 0, false},   {"--checkpointable", 0, false},
+          {"--network", 0, true},      {"--allow", 0, true},        {"--secret", 0, true},
+          {"--transparent", 0, false}, {"--expose", 0, true}};
+}
+
+Result<v1::CreateRequest> BuildCreateRequest(const ParsedArgs& a) {
   v1::CreateRequest req;
   if (auto v = a.Last("--image")) req.set_image(*v);
   if (auto v = a.Last("--manifest")) *req.mutable_manifest() = TRY(LoadManifest(*v));
@@ -148,6 +163,8 @@ Result<v1::CreateRequest> BuildCreate(const ParsedArgs& a) {
   }
   return req;
 }
+
+namespace {
 
 // inspect, pause, resume and stats: one id in, one message out.
 template <typename Reply, typename Call>
@@ -193,18 +210,9 @@ int CreateCommand(const Globals& g0, const std::vector<std::string>& args) {
   Globals g = g0;
   ParsedArgs a;
   int code;
-  if (!ParseCommandArgs(args,
-                        {{"--image", 0, true}, {"--manifest", 0, true}, {"--env", 'e', true}, {"--memory", 'm', true},
-                         {"--pids", 0, true}, {"--cpus", 0, true}, {"--disk", 0, true}, {"--nofile", 0, true},
-                         {"--seccomp", 0, true}, {"--label", 'l', true}, {"--lifetime", 0, true},
-                         {"--idle-timeout", 0, true}, {"--hostname", 0, true}, {"--snapshots", 0, false},
-                         {"--checkpointable", 0, false},
-                         {"--network", 0, true}, {"--allow", 0, true}, {"--secret", 0, true},
-                         {"--transparent", 0, false}, {"--expose", 0, true}},
-                        kCreateUsage, false, &g, &a, &code))
-    return code;
+  if (!ParseCommandArgs(args, CreateOptionSpecs(), kCreateUsage, false, &g, &a, &code)) return code;
   if (!a.positional.empty()) return Failed("create takes no operands (got \"" + a.positional[0] + "\"; see --help)");
-  auto req = BuildCreate(a);
+  auto req = BuildCreateRequest(a);
   if (!req) return Failed(req.error().Message().starts_with("invalid option: ") ? req.error().detail : req.error().Message());
   Connection conn(g.socket);
   v1::Sandbox sandbox;
@@ -405,12 +413,13 @@ int Main(int argc, char** argv) {
   if (cmd == "stats") return StatsCommand(g, args);
   if (cmd == "events") return EventsCommand(g, args);
   if (cmd == "cp") return CpCommand(g, args);
+  if (cmd == "mcp") return McpCommand(g, args);
   if (cmd == "snapshot" || cmd == "snapshots" || cmd == "restore" || cmd == "fork" || cmd == "rmsnap" ||
       cmd == "snapshot-export" || cmd == "snapshot-import")
     return SnapshotCommand(g, cmd, args);
   return Failed("unknown command \"" + cmd +
                 "\" (create, exec, ps, inspect, rm, pause, resume, stats, events, cp, snapshot, snapshots, restore, "
-                "fork, rmsnap, snapshot-export, snapshot-import)");
+                "fork, rmsnap, snapshot-export, snapshot-import, mcp)");
 }
 
 }  // namespace airlock::client

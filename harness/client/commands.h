@@ -31,6 +31,14 @@ int EventsCommand(const Globals& g, const std::vector<std::string>& args);
 int CpCommand(const Globals& g, const std::vector<std::string>& args);
 // snapshot, snapshots, restore, fork, rmsnap, snapshot-export, snapshot-import
 int SnapshotCommand(const Globals& g, const std::string& cmd, const std::vector<std::string>& args);
+// `airlock mcp`: the tools and the sandbox lifecycle as an MCP server (mcp.cc).
+int McpCommand(const Globals& g, const std::vector<std::string>& args);
+
+// The options of `airlock create` (also taken by `airlock mcp`, whose
+// sandboxes they configure), and the request they describe. Errors name
+// the option: "invalid option: --memory: ...".
+std::vector<OptionSpec> CreateOptionSpecs();
+Result<v1::CreateRequest> BuildCreateRequest(const ParsedArgs& args);
 
 // Parses `args` for a command: its own `specs` plus the global options;
 // prints `usage` for -h/--help. Returns false (and sets *exit_code: 0 for
