@@ -38,14 +38,16 @@ cmake --build build -j"$(nproc)"
 echo "setup: built build/airlock, build/airlock-init and build/airlockd"
 
 # The JavaScript parts, from the npm registry: the MCP SDK client the MCP
-# tests drive `airlock mcp` with. Installed again only when a
+# tests drive `airlock mcp` with, and the TypeScript client (its package, the
+# Agents SDK it implements, and its build). Installed again only when a
 # package-lock.json changed.
 if ! command -v npm >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null
 fi
-for dir in tests/mcp; do
+for dir in tests/mcp harness/clients/typescript; do
   if [ ! -f "$dir/node_modules/.package-lock.json" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
   fi
 done
-echo "setup: installed the MCP tests' npm packages"
+(cd harness/clients/typescript && npm run --silent build)
+echo "setup: installed the MCP tests' and the TypeScript client's npm packages"

@@ -396,8 +396,19 @@ class Service final : public v1::Airlock::Service {
   }
 
   Status StartProcess(ServerContext* ctx, const v1::StartProcessRequest* req, v1::Process* out) override {
-    Caller c = API_TRY(Who(ctx));
-    auto live = API_TRY(Locate(ctx, c, req->command().sandbox_id()));
+    auto p = API_TRY(StartBackground(ctx, *req));
+    *out = p->Describe();
+    return Status::OK;
+  }
+  Status StartProcessAndRead(ServerContext* ctx, const v1::StartProcessAndReadRequest* req,
+                             v1::ReadProcessOutputResponse* out) override {
+    auto p = API_TRY(StartBackground(ctx, req->start()));
+    *out = p->Read(req->max_bytes(), req->wait_ms());
+    return Status::OK;
+  }
+  ApiResult<std::shared_ptr<Process>> StartBackground(ServerContext* ctx, const v1::StartProcessRequest& req) {
+    Caller c = TRY(Who(ctx));
+    auto live = TRY(Locate(ctx, c, req.command().sandbox_id()));
     std::string pid;
     {
       std::lock_guard lock(live->mu);
@@ -408,13 +419,12 @@ class Service final : public v1::Airlock::Service {
       for (auto it = live->processes.begin(); live->processes.size() >= kProcessesKept && it != live->processes.end();)
         it = it->second->Finished() ? live->processes.erase(it) : std::next(it);
     }
-    auto p = API_TRY(Process::Start(live, pid, *req));
+    auto p = TRY(Process::Start(live, pid, req));
     {
       std::lock_guard lock(live->mu);
       live->processes[pid] = p;
     }
-    *out = p->Describe();
-    return Status::OK;
+    return p;
   }
   Status GetProcess(ServerContext* ctx, const v1::ProcessRef* req, v1::Process* out) override {
     auto p = API_TRY(FindProcess(ctx, *req));
