@@ -88,7 +88,7 @@ ApiResult<v1::ApplyPatchResponse> ApplyPatchInSandbox(Live& live, const v1::Appl
     ops = std::move(*parsed);
   } else {
     std::vector<tools::StructuredOp> structured;
-    for (const auto& o : request.operations()) structured.push_back({o.type(), o.path(), o.diff()});
+    for (const auto& o : request.operations()) structured.push_back({o.type(), o.path(), o.diff(), o.move_to()});
     auto parsed = tools::ParseOperations(structured);
     if (!parsed) return BadField("apply_patch.operations", parsed.error().Message());
     ops = std::move(*parsed);

@@ -313,6 +313,12 @@ Result<std::vector<PatchOp>> ParseOperations(const std::vector<StructuredOp>& op
     auto path = NormalizePatchPath(s.path);
     if (!path) return Bad(name + ".path: " + path.error().detail);
     op.path = std::move(*path);
+    if (!s.move_to.empty()) {
+      if (s.type != "update_file") return Bad(name + ".move_to: only for update_file");
+      auto to = NormalizePatchPath(s.move_to);
+      if (!to) return Bad(name + ".move_to: " + to.error().detail);
+      op.move_to = std::move(*to);
+    }
     std::vector<std::string_view> lines = SplitPatchLines(s.diff);
     size_t end = lines.size();
     while (end > 0 && Trim(lines[end - 1]).empty()) --end;
@@ -327,7 +333,8 @@ Result<std::vector<PatchOp>> ParseOperations(const std::vector<StructuredOp>& op
       size_t i = 0;
       op.chunks = TRY(ParseChunks(lines, i, end, label));
       if (i < end) return Bad(At(label, i) + ": expected an '@@' hunk, got " + Quote(lines[i]));
-      if (op.chunks.empty()) return Bad(name + ".diff: no hunks; expected '@@' and diff lines");
+      if (op.chunks.empty() && op.move_to.empty())
+        return Bad(name + ".diff: no hunks (and no move_to); expected '@@' and diff lines");
     } else if (s.type == "delete_file") {
       op.kind = PatchOpKind::kDelete;
     } else {

@@ -79,6 +79,7 @@ struct StructuredOp {
   std::string type;  // "create_file" | "update_file" | "delete_file"
   std::string path;
   std::string diff;  // update: V4A @@ hunks; create: '+'-prefixed lines; delete: ignored
+  std::string move_to;  // update only: rename to this path ("" keeps it)
 };
 
 // Turns structured operations into PatchOps (create_file's lines each become a

@@ -437,6 +437,20 @@ TEST_CASE("apply_patch: structured operations (Agents SDK)", "[apply_patch]") {
   CHECK_FALSE(ParseOperations({{"update_file", "a", ""}}));
   CHECK_FALSE(ParseOperations({}));
 
+  // move_to: an update that renames, with or without hunks.
+  Outcome moved = ApplyOps(ParseOperations({{"update_file", "src/app.py", "", "lib/app.py"},
+                                            {"update_file", "old.txt", "@@\n-o\n+n\n", "new.txt"}}),
+                           before);
+  INFO(moved.error);
+  REQUIRE(moved.ok);
+  CHECK(moved.files == Files{{"lib/app.py", "def greet():\n    print(\"Hi\")\n"}, {"new.txt", "n\n"}});
+  auto bad_move = ParseOperations({{"update_file", "a", "", "../b"}});
+  REQUIRE_FALSE(bad_move);
+  CHECK_THAT(bad_move.error().detail, Catch::StartsWith("operations[0].move_to: path '../b' contains '..'"));
+  auto move_create = ParseOperations({{"create_file", "a", "+x\n", "b"}});
+  REQUIRE_FALSE(move_create);
+  CHECK(move_create.error().detail == "operations[0].move_to: only for update_file");
+
   Outcome miss = ApplyOps(ParseOperations({{"update_file", "src/app.py", "@@\n-nothing here\n+x\n"}}), before);
   CHECK_THAT(miss.error, Catch::StartsWith("apply_patch: operations[0] (update_file 'src/app.py'), hunk 1 of 1 (diff line 1)"));
 }

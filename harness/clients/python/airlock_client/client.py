@@ -1112,12 +1112,13 @@ class Session:
     def apply_patch(self, patch: Optional[str] = None, *, operations: Optional[Sequence[Mapping[str, str]]] = None,
                     user: str = "") -> PatchResult:
         """OpenAI's apply_patch, inside the sandbox: V4A text ("*** Begin Patch" ...) or the
-        structured operations ({type: create_file|update_file|delete_file, path, diff}).
+        structured operations ({type: create_file|update_file|delete_file, path, diff, move_to}).
         All of it applies or nothing does; a mismatch raises InvalidArgument naming the
         file and the context line."""
         req = self._pb.ApplyPatchRequest(sandbox_id=self.id, patch=patch or "", user=user)
         for o in operations or ():
-            req.operations.add(type=o.get("type", ""), path=o.get("path", ""), diff=o.get("diff", ""))
+            req.operations.add(type=o.get("type", ""), path=o.get("path", ""), diff=o.get("diff", ""),
+                               move_to=o.get("move_to", ""))
         r = self._rpc(self._stub.ApplyPatch, req)
         return PatchResult([(f.path, f.change, f.moved_from) for f in r.files], r.summary)
 

@@ -417,7 +417,7 @@ export class AirlockSandboxSession implements SandboxSession<AirlockSandboxSessi
   }
 
   /** ApplyPatch with the structured operations (or V4A text), as `runAs`. */
-  async applyPatch(request: { operations?: { type: string; path: string; diff: string }[]; patch?: string }, runAs?: string) {
+  async applyPatch(request: { operations?: { type: string; path: string; diff: string; move_to?: string }[]; patch?: string }, runAs?: string) {
     return await this.rpc.unary('ApplyPatch', { sandbox_id: this.sandboxId, user: runAs ?? '', ...request });
   }
 
@@ -632,11 +632,8 @@ export class AirlockEditor implements Editor {
 
   async updateFile(op: { type: 'update_file'; path: string; diff: string; moveTo?: string }): Promise<ApplyPatchResult> {
     const path = this.session.workspaceRelative(op.path);
-    if (!op.moveTo) return await this.apply({ operations: [{ type: 'update_file', path, diff: op.diff }] });
-    // PatchOperation has no move_to field: a move goes as V4A text, which has "*** Move to:".
-    const diff = op.diff.endsWith('\n') ? op.diff : `${op.diff}\n`;
-    const patch = `*** Begin Patch\n*** Update File: ${path}\n*** Move to: ${this.session.workspaceRelative(op.moveTo)}\n${diff}*** End Patch\n`;
-    return await this.apply({ patch });
+    const moveTo = op.moveTo ? this.session.workspaceRelative(op.moveTo) : '';
+    return await this.apply({ operations: [{ type: 'update_file', path, diff: op.diff, move_to: moveTo }] });
   }
 
   async deleteFile(op: { type: 'delete_file'; path: string }): Promise<ApplyPatchResult> {
