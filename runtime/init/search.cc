@@ -592,7 +592,18 @@ int RunSearchOp(const std::string& path, int fd) {
     }
     return 0;
   };
-  return Search(path, *spec, write_all);
+  // Records are small: one write per record would be a syscall (and a
+  // wake-up of the reader) per file listed.
+  std::string pending;
+  auto buffered = [&](std::string_view record) -> int {
+    pending.append(record);
+    if (pending.size() < 64 * 1024) return 0;
+    int err = write_all(pending);
+    pending.clear();
+    return err;
+  };
+  if (int err = Search(path, *spec, buffered)) return err;
+  return write_all(pending);
 }
 
 }  // namespace airlock::init

@@ -158,8 +158,9 @@ std::string EncodeSearchRecord(const SearchRecord& m) {
 
 Result<void> DecodeSearchRecords(std::string_view* data, size_t max_records, std::vector<SearchRecord>* out) {
   constexpr size_t kMaxBody = 4 + 4 + 4096 + 8 + 4 + kMaxSearchLine;
+  std::string what;
   while (!data->empty()) {
-    const std::string what = "search record " + std::to_string(out->size());
+    what = "search record " + std::to_string(out->size());
     auto frame = Frame(*data, kMaxBody, what.c_str());
     if (!frame && frame.error().err == ENODATA) return {};
     if (!frame) return std::unexpected(frame.error());
