@@ -90,10 +90,18 @@ Result<ToolResult> Toolbox::ExecCommand(const Json& a) {
   }
   c->set_timeout_ms(static_cast<uint64_t>(IntArg(a, "timeout_ms", 0)));
   req.set_stdin(tty);  // without a tty stdin reads EOF: a stray `cat` ends at once
-  v1::Process p;
+  const auto yield_ms = static_cast<uint64_t>(IntArg(a, "yield_time_ms", kDefaultExecYieldMs));
+  // Started and first read in one call: a quick command costs one round trip.
+  v1::StartProcessAndReadRequest start;
+  *start.mutable_start() = std::move(req);
+  start.set_max_bytes(kReadChunk);
+  start.set_wait_ms(std::min(yield_ms, kWaitSliceMs));
+  v1::ReadProcessOutputResponse first;
+  const int64_t called_ms = SteadyMs();
   grpc::ClientContext ctx;
-  grpc::Status st = conn_->stub().StartProcess(&ctx, req, &p);
+  grpc::Status st = conn_->stub().StartProcessAndRead(&ctx, start, &first);
   if (!st.ok()) return DaemonError(st, *conn_);
+  const v1::Process& p = first.process();
   auto s = std::make_shared<Session>();
   s->sandbox_id = p.sandbox_id();
   s->process_id = p.process_id();
@@ -104,8 +112,7 @@ Result<ToolResult> Toolbox::ExecCommand(const Json& a) {
     s->id = next_session_++;
     sessions_[s->id] = s;
   }
-  return Collect(s, static_cast<uint64_t>(IntArg(a, "yield_time_ms", kDefaultExecYieldMs)),
-                 static_cast<size_t>(IntArg(a, "max_output_bytes", kDefaultMaxOutput)));
+  return Collect(s, yield_ms, static_cast<size_t>(IntArg(a, "max_output_bytes", kDefaultMaxOutput)), &first, called_ms);
 }
 
 Result<std::shared_ptr<Toolbox::Session>> Toolbox::FindSession(const std::string& tool, const Json& a) {
@@ -153,29 +160,35 @@ Result<ToolResult> Toolbox::KillSession(const Json& a) {
   return Collect(s, 5000, kDefaultMaxOutput);
 }
 
-Result<ToolResult> Toolbox::Collect(const std::shared_ptr<Session>& s, uint64_t yield_ms, size_t max_output) {
+Result<ToolResult> Toolbox::Collect(const std::shared_ptr<Session>& s, uint64_t yield_ms, size_t max_output,
+                                    const v1::ReadProcessOutputResponse* first, int64_t since_ms) {
   std::lock_guard session_lock(s->mu);
-  const int64_t start = SteadyMs();
+  const int64_t start = since_ms != 0 ? since_ms : SteadyMs();
   const int64_t deadline = start + static_cast<int64_t>(yield_ms);
   tools::OutputCap out(max_output, /*keep_tail=*/true);
   bool ended = false;
   v1::ExitStatus exit;
   for (;;) {
-    const int64_t remaining = std::max<int64_t>(0, deadline - SteadyMs());
-    v1::ReadProcessOutputRequest req;
-    req.mutable_process()->set_sandbox_id(s->sandbox_id);
-    req.mutable_process()->set_process_id(s->process_id);
-    req.set_max_bytes(kReadChunk);
-    req.set_wait_ms(std::min<uint64_t>(static_cast<uint64_t>(remaining), kWaitSliceMs));
     v1::ReadProcessOutputResponse resp;
-    grpc::ClientContext ctx;
-    grpc::Status st = conn_->stub().ReadProcessOutput(&ctx, req, &resp);
-    if (!st.ok()) {
-      if (st.error_code() == grpc::StatusCode::NOT_FOUND) {  // its sandbox is gone
-        std::lock_guard lock(mu_);
-        sessions_.erase(s->id);
+    if (first != nullptr) {
+      resp = *first;
+      first = nullptr;
+    } else {
+      const int64_t remaining = std::max<int64_t>(0, deadline - SteadyMs());
+      v1::ReadProcessOutputRequest req;
+      req.mutable_process()->set_sandbox_id(s->sandbox_id);
+      req.mutable_process()->set_process_id(s->process_id);
+      req.set_max_bytes(kReadChunk);
+      req.set_wait_ms(std::min<uint64_t>(static_cast<uint64_t>(remaining), kWaitSliceMs));
+      grpc::ClientContext ctx;
+      grpc::Status st = conn_->stub().ReadProcessOutput(&ctx, req, &resp);
+      if (!st.ok()) {
+        if (st.error_code() == grpc::StatusCode::NOT_FOUND) {  // its sandbox is gone
+          std::lock_guard lock(mu_);
+          sessions_.erase(s->id);
+        }
+        return DaemonError(st, *conn_);
       }
-      return DaemonError(st, *conn_);
     }
     out.Append(resp.stdout());
     out.Append(resp.stderr());

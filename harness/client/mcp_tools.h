@@ -100,7 +100,11 @@ class Toolbox : public ToolProvider {
   Result<std::shared_ptr<Session>> FindSession(const std::string& tool, const Json& a);
   // Reads `s`'s output for up to `yield_ms` (less once it ends) into a
   // result; a session that ended is dropped from the table.
-  Result<ToolResult> Collect(const std::shared_ptr<Session>& s, uint64_t yield_ms, size_t max_output);
+  // Output until the command ends or `yield_ms` passes (counted from
+  // `since_ms`, SteadyMs(); 0: now); `first` is what StartProcessAndRead
+  // already read, if anything.
+  Result<ToolResult> Collect(const std::shared_ptr<Session>& s, uint64_t yield_ms, size_t max_output,
+                             const v1::ReadProcessOutputResponse* first = nullptr, int64_t since_ms = 0);
 
   Connection* conn_;
   ToolboxOptions options_;
