@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 packages="build-essential cmake pkg-config libseccomp-dev libcap-dev libmnl-dev libnftnl-dev libssl-dev openssl
   nlohmann-json3-dev catch2 btrfs-progs python3
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libsqlite3-dev
-  libyaml-cpp-dev libpcre2-dev python3-grpcio python3-protobuf python3-pytest nodejs"
+  libyaml-cpp-dev libpcre2-dev python3-grpcio python3-protobuf python3-pytest nodejs
+  mmdebstrap"
 for arg in "$@"; do
   case "$arg" in
     --bench) packages="$packages hyperfine bubblewrap runc crun util-linux ripgrep" ;;

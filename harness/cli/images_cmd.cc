@@ -5,7 +5,11 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "harness/cli/install_paths.h"
+#include "images/build/builder.h"
+#include "images/build/progress.h"
 #include "images/host/host_image.h"
+#include "images/store/flatten.h"
 #include "images/oci/export.h"
 #include "images/store/image_store.h"
 
@@ -49,7 +53,9 @@ Result<RunImage> ResolveRunImage(const RuntimePaths& paths, const std::string& n
   } else {
     auto img = images::LoadImage(store, name);
     if (!img) return Fail("invalid option", "--image: " + img.error().Message() + " (see airlock images)");
-    out.layers = img->layer_dirs;
+    // More layers than one sandbox can stack: the bottom ones merged
+    // (images/store/flatten.h), cached in the store.
+    out.layers = TRY(images::MountableLayers(store, *img));
     out.env = img->config.env;
     out.workdir = img->config.workdir;
     out.default_user = img->config.user.empty() ? "0" : img->config.user;
@@ -90,7 +96,8 @@ int RmiCommand(const RuntimePaths& paths, const std::vector<std::string>& args) 
 int ImageCommand(const RuntimePaths& paths, const std::vector<std::string>& args) {
   const std::string usage =
       "usage: airlock image import FILE [--name NAME] [--strip-setid] | airlock image inspect NAME [--json] | "
-      "airlock image export NAME FILE|- (an OCI archive that podman load and docker load take; - is stdout)";
+      "airlock image export NAME FILE|- (an OCI archive that podman load and docker load take; - is stdout) | "
+      "airlock image build NAME [--mirror URL] [--recipes DIR] [--name IMAGE] [--no-cache]";
   if (args.empty()) return Error(usage);
   if (args[0] == "import") {
     if (args.size() < 2) return Error(usage);
@@ -109,7 +116,17 @@ int ImageCommand(const RuntimePaths& paths, const std::vector<std::string>& args
     if (auto prep = PrepareRuntimeDirs(paths); !prep) return Error(prep.error().Message());
     const std::string store = ImageStore(paths);
     if (mkdir(store.c_str(), 0700) < 0 && errno != EEXIST) return Error("mkdir " + store);
+    auto progress = images::build::Progress::ForStderr();
+    size_t shown = SIZE_MAX;
+    opts.progress = [&](size_t layer, size_t layers, uint64_t done, uint64_t total) {
+      if (layer != shown) {
+        shown = layer;
+        progress.Phase("import layer " + std::to_string(layer + 1) + "/" + std::to_string(layers));
+      }
+      progress.Update(done, total);
+    };
     auto img = images::ImportArchive(store, args[1], opts);
+    if (shown != SIZE_MAX) progress.Done("read");
     if (!img) return Error(img.error().Message());
     printf("imported %s (%zu layers, %s)\n", img->name.c_str(), img->diff_ids.size(), img->digest.c_str());
     return 0;
@@ -145,6 +162,68 @@ int ImageCommand(const RuntimePaths& paths, const std::vector<std::string>& args
     return 0;
   }
   return Error(usage);
+}
+
+int ImageBuildCommand(const RuntimePaths& paths, const std::vector<std::string>& args,
+                      const std::string& source_recipes) {
+  const std::string usage = "usage: airlock image build NAME [--mirror URL] [--recipes DIR] [--name IMAGE] [--no-cache]";
+  images::build::BuildOptions opts;
+  std::string name, recipes;
+  // args[0] is "build".
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&](const char* flag, std::string* out) {
+      const std::string f = flag;
+      if (a == f && i + 1 < args.size()) {
+        *out = args[++i];
+        return true;
+      }
+      if (a.starts_with(f + "=")) {
+        *out = a.substr(f.size() + 1);
+        return true;
+      }
+      return false;
+    };
+    std::string v;
+    if (value("--mirror", &v)) {
+      auto m = images::build::MirrorFromOption(v);
+      if (!m) return Error(m.error().Message());
+      opts.mirror = *m;
+    } else if (value("--recipes", &v)) {
+      recipes = v;
+    } else if (value("--name", &v)) {
+      opts.image_name = v;
+    } else if (a == "--no-cache") {
+      opts.use_cache = false;
+    } else if (a.starts_with("-")) {
+      return Error("image build: unknown option \"" + a + "\" (" + usage + ")");
+    } else if (name.empty()) {
+      name = a;
+    } else {
+      return Error(usage);
+    }
+  }
+  if (name.empty()) return Error(usage);
+  if (geteuid() != 0) return Error("image build needs root (mmdebstrap, and sandboxes for the steps)");
+  if (recipes.empty()) {
+    struct stat st;
+    const std::string installed = ExeDir() + "/../share/airlock/images";
+    recipes = stat(installed.c_str(), &st) == 0 && S_ISDIR(st.st_mode) ? installed : source_recipes;
+  }
+  if (paths.init_binary.empty()) return Error("airlock-init not found next to " + ExeDir());
+  if (paths.profiles_dir.empty()) return Error("seccomp-profiles directory not found");
+  if (auto prep = PrepareRuntimeDirs(paths); !prep) return Error(prep.error().Message());
+  opts.recipes_dir = recipes;
+  opts.store_root = ImageStore(paths);
+  opts.paths = paths;
+  auto progress = images::build::Progress::ForStderr();
+  auto report = images::build::BuildImage(name, opts, progress);
+  if (!report) return Error(report.error().Message());
+  for (const auto& l : report->layers)
+    printf("layer %-40s %s %s %.1f s\n", l.what.c_str(), l.diff_id.c_str(), l.cached ? "cached" : "built", l.seconds);
+  printf("built %s: %zu layers, %zu cached, %zu built (mirror %s)\n", report->image.name.c_str(),
+         report->layers.size(), report->cached(), report->built(), report->mirror.c_str());
+  return 0;
 }
 
 }  // namespace airlock::cli

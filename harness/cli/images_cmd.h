@@ -38,4 +38,12 @@ int ImagesCommand(const RuntimePaths& paths, const std::vector<std::string>& arg
 int RmiCommand(const RuntimePaths& paths, const std::vector<std::string>& args);
 int ImageCommand(const RuntimePaths& paths, const std::vector<std::string>& args);
 
+// `airlock image build NAME [--mirror URL] [--recipes DIR] [--name IMAGE]
+// [--no-cache]` (images/build/builder.h). Recipes come from --recipes, else
+// ../share/airlock/images beside the binary, else `source_recipes` (the
+// source tree's images/). Prints one line per layer and a summary:
+// "built NAME: N layers, C cached, B built".
+int ImageBuildCommand(const RuntimePaths& paths, const std::vector<std::string>& args,
+                      const std::string& source_recipes);
+
 }  // namespace airlock::cli

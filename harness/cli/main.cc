@@ -52,7 +52,8 @@ constexpr const char* kUsage =
     "Other commands: airlock images [--json], airlock rmi NAME, airlock image import\n"
     "FILE [--name NAME] [--strip-setid] (OCI layout or docker/podman save archive),\n"
     "airlock image export NAME FILE|- (an OCI archive podman and docker load),\n"
-    "airlock image inspect NAME, airlock check (kernel features, CRIU), airlock cleanup\n"
+    "airlock image inspect NAME, airlock image build NAME [--mirror URL] [--recipes DIR]\n"
+    "(a recipe in images/NAME, docs/images.md), airlock check (kernel features, CRIU), airlock cleanup\n"
     "(remove what killed runs left), airlock version.\n"
     "\n"
     "Persistent sandboxes, served by airlockd (`airlock daemon` runs it): airlock create,\n"
@@ -211,6 +212,8 @@ int main(int argc, char** argv) {
   if (cmd == "run") return cli::Run(args);
   if (cmd == "images") return cli::ImagesCommand(cli::DefaultPaths(AIRLOCK_SOURCE_DIR), args);
   if (cmd == "rmi") return cli::RmiCommand(cli::DefaultPaths(AIRLOCK_SOURCE_DIR), args);
+  if (cmd == "image" && !args.empty() && args[0] == "build")
+    return cli::ImageBuildCommand(cli::DefaultPaths(AIRLOCK_SOURCE_DIR), args, AIRLOCK_SOURCE_DIR "/images");
   if (cmd == "image") return cli::ImageCommand(cli::DefaultPaths(AIRLOCK_SOURCE_DIR), args);
   if (cmd == "version") {
     puts("airlock 0.1.0");

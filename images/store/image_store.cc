@@ -12,6 +12,7 @@
 #include <set>
 
 #include "images/oci/layer_extract.h"
+#include "images/store/flatten.h"
 #include "runtime/core/paths.h"
 #include "images/oci/tar_reader.h"
 #include "images/store/fs_util.h"
@@ -57,10 +58,31 @@ void DropLayer(int layersfd, const std::string& name) {
   (void)fsutil::RemoveTree(layersfd, trash);
 }
 
+// Passes bytes through and reports how many went by, every 4 MiB.
+class CountingSource : public ByteSource {
+ public:
+  CountingSource(ByteSource& inner, std::function<void(uint64_t)> report)
+      : inner_(inner), report_(std::move(report)) {}
+  Result<size_t> Read(void* buf, size_t n) override {
+    size_t got = TRY(inner_.Read(buf, n));
+    count_ += got;
+    if (report_ && (count_ - reported_ >= (4u << 20) || got == 0)) {
+      reported_ = count_;
+      report_(count_);
+    }
+    return got;
+  }
+
+ private:
+  ByteSource& inner_;
+  std::function<void(uint64_t)> report_;
+  uint64_t count_ = 0, reported_ = 0;
+};
+
 // Reads, verifies and (unless already stored) extracts one layer. Sets
 // *created when this call added the layer directory.
-Result<void> ImportLayer(const ArchiveFiles& files, const LayerRef& l, size_t index, int layersfd,
-                         const ExtractOptions& xo, bool* created) {
+Result<void> ImportLayer(const ArchiveFiles& files, const LayerRef& l, size_t index, size_t count, int layersfd,
+                         const ExtractOptions& xo, const ImportProgressFn& progress, bool* created) {
   *created = false;
   const std::string what = "layer " + std::to_string(index) + " (" + l.member + ")";
   const std::string hex = Hex(l.diff_id);
@@ -73,8 +95,13 @@ Result<void> ImportLayer(const ArchiveFiles& files, const LayerRef& l, size_t in
     size_t got = TRY(peek->Read(head, 2));
     if (got == 1) got += TRY(peek->Read(head + 1, 1));
   }
-  auto raw = TRY(files.Stream(l.member));
-  HashingSource blob(*raw);
+  auto stream = TRY(files.Stream(l.member));
+  const uint64_t total = l.size.value_or(0);
+  CountingSource raw(*stream, progress ? std::function<void(uint64_t)>([&](uint64_t done) {
+    progress(index, count, done, total);
+  })
+                                       : std::function<void(uint64_t)>());
+  HashingSource blob(raw);
   // An uncompressed layer's blob is its tar: one hash gives both digests
   // (SHA-256 is ~150 ms per 45 MB here; hashing it twice showed).
   std::unique_ptr<GzipSource> gz;
@@ -199,7 +226,7 @@ Result<StoredImage> LoadFrom(const Store& s, const std::string& name) {
 // Drops layer directories no image references, stale temporaries and
 // trash. Runs under the exclusive store lock.
 Result<void> Collect(const Store& s) {
-  std::set<std::string> referenced;
+  std::set<std::string> referenced, flats;
   for (const auto& f : TRY(fsutil::ListDir(s.images.get(), s.root + "/images"))) {
     if (!f.ends_with(".json") || f.starts_with(".")) continue;
     auto text = fsutil::ReadFileAt(s.images.get(), f, 1 << 20, f);
@@ -209,10 +236,28 @@ Result<void> Collect(const Store& s) {
       // An unreadable record keeps everything: never collect on a guess.
       return Fail("collect layers", s.root + "/images/" + f + " is not valid JSON");
     }
-    for (const auto& d : TRY(StrArray(j, "layers", f)))
+    auto layers = TRY(StrArray(j, "layers", f));
+    for (const auto& d : layers)
       if (IsSha256Digest(d)) referenced.insert(Hex(d));
+    // The merged layer an image of many layers mounts (flatten.h).
+    if (layers.size() > kMaxMountLayers)
+      flats.insert(FlatKey({layers.begin(), layers.end() - static_cast<long>(kMaxMountLayers - 1)}));
   }
   time_t now = time(nullptr);
+  if (UniqueFd flat(fsutil::OpenBeneath(s.rootfd.get(), "flat", O_RDONLY | O_DIRECTORY)); flat) {
+    for (const auto& n : TRY(fsutil::ListDir(flat.get(), s.root + "/flat"))) {
+      struct stat st;
+      if (fstatat(flat.get(), n.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || flats.count(n)) continue;
+      if (n.starts_with(".tmp-") && now - st.st_mtime <= kStaleTempSeconds) continue;
+      UniqueFd fd(openat(flat.get(), n.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (!fd || flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;  // pinned: mounted by a sandbox
+      DropLayer(flat.get(), n);
+    }
+  }
+  // Scratch trees of builds: every build holds the lock shared, so under
+  // this exclusive hold they are all left over from killed ones.
+  if (UniqueFd scratch(fsutil::OpenBeneath(s.rootfd.get(), "build", O_RDONLY | O_DIRECTORY)); scratch)
+    for (const auto& n : TRY(fsutil::ListDir(scratch.get(), s.root + "/build"))) (void)fsutil::RemoveTree(scratch.get(), n);
   for (const auto& n : TRY(fsutil::ListDir(s.layers.get(), s.root + "/layers/sha256"))) {
     struct stat st;
     if (fstatat(s.layers.get(), n.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
@@ -282,7 +327,7 @@ Result<StoredImage> ImportArchive(const std::string& store_root, const std::stri
   };
   for (size_t i = 0; i < plan.layers.size(); ++i) {
     bool made = false;
-    auto r = ImportLayer(*files, plan.layers[i], i, s.layers.get(), xo, &made);
+    auto r = ImportLayer(*files, plan.layers[i], i, plan.layers.size(), s.layers.get(), xo, opts.progress, &made);
     if (!r) {
       undo();
       return std::unexpected(r.error());

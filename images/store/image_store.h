@@ -13,6 +13,7 @@
 // collected.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -31,9 +32,15 @@ struct StoredImage {
   std::string digest;
 };
 
+// Progress of an import, called while a layer's blob is read: `layer` of
+// `layers` (0-based), blob bytes read so far of `total` (0: the archive
+// declares no size).
+using ImportProgressFn = std::function<void(size_t layer, size_t layers, uint64_t done, uint64_t total)>;
+
 struct ImportOptions {
   std::string name;          // overrides the archive's "repo:tag"
   bool strip_setid = false;  // clear setuid/setgid bits instead of refusing the image
+  ImportProgressFn progress;  // may be empty
 };
 
 // Imports an OCI image layout (directory or tar) or a docker/podman save

@@ -688,6 +688,25 @@ inline void RequireNoNewUnheldState(const std::set<std::string>& before) {
   CHECK(left.empty());
 }
 
+// ---- images --------------------------------------------------------------
+
+// Removes the airlock images (`airlock rmi`) a test made, whatever way it ends.
+struct StoredImages {
+  std::vector<std::string> names;
+  ~StoredImages() {
+    // airlock run's cleaner holds a layer's pin until its sandbox is gone.
+    Eventually([] {
+      std::error_code ec;
+      for (const auto& e : fs::directory_iterator(kStateRoot + "/sandboxes", ec)) {
+        (void)e;
+        return false;
+      }
+      return true;
+    }, 10);
+    for (const auto& n : names) (void)Exec({AirlockBin(), "rmi", n});
+  }
+};
+
 // ---- capabilities -------------------------------------------------------
 
 inline unsigned long long Hex(const std::string& s) { return std::strtoull(s.c_str(), nullptr, 16); }

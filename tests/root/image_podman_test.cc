@@ -76,23 +76,6 @@ class PrivatePodman {
   std::string podman_, dir_;
 };
 
-// Removes the airlock images a test made, whatever way it ends.
-struct AirlockImages {
-  std::vector<std::string> names;
-  ~AirlockImages() {
-    // airlock run's cleaner holds a layer's pin until its sandbox is gone.
-    Eventually([] {
-      std::error_code ec;
-      for (const auto& e : fs::directory_iterator(kStateRoot + "/sandboxes", ec)) {
-        (void)e;
-        return false;
-      }
-      return true;
-    }, 10);
-    for (const auto& n : names) (void)Exec({AirlockBin(), "rmi", n});
-  }
-};
-
 std::string Tar(const std::vector<std::tuple<std::string, char, std::string, uint32_t>>& members) {
   std::string out;
   img::TarWriter w([&](std::string_view c) {
@@ -138,7 +121,7 @@ TEST_CASE("podman loads and runs an exported image; airlock imports and runs wha
   }
 
   const std::string name = "airlock-test-podman-" + std::to_string(getpid());
-  AirlockImages cleanup;
+  StoredImages cleanup;
 
   // ---- a docker-save archive, as an air-gapped site would bring it ----
   const std::string passwd = "root:x:0:0:" + name + ":/:/whoami\n";  // the name makes the layer this run's own

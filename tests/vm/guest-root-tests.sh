@@ -20,6 +20,10 @@ echo $$ > "$service/cgroup.procs" || { echo "FAIL: moving into $service"; exit 1
 echo "== running from cgroup $(cut -d: -f3 /proc/self/cgroup); controllers there: $(cat "$service/cgroup.controllers")"
 mkdir -p /var/lib/airlock
 
+# The guest has no network (-nic none): the recipe builds, which need the
+# Debian mirror, are the host root lane's (the 600-layer image still runs here).
+export AIRLOCK_SKIP_RECIPE_TESTS=1
+
 ran=0 rc=0
 for t in root_tests security_tests; do
   bin=$build/tests/$t
