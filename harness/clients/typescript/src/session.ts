@@ -502,18 +502,32 @@ export class AirlockSandboxSession implements SandboxSession<AirlockSandboxSessi
     }
   }
 
-  /** Clones a git repository inside the sandbox, through its network policy. */
+  /**
+   * Clones a git repository inside the sandbox, through its network policy.
+   * Shallow first; a server on git's dumb HTTP transport (a bare repository
+   * served as static files) can't do shallow clones, so for that one refusal
+   * the clone is made again in full.
+   */
   async cloneGit(clone: { path: string; url: string; ref?: string; subpath?: string }, runAs?: string): Promise<void> {
     const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
     const tmp = `${clone.path}.airlock-clone`;
-    const steps = [
+    const gitClone = (depth: string) => `git clone --quiet ${depth}${clone.ref ? `--branch ${q(clone.ref)} ` : ''}-- ${q(clone.url)} ${q(tmp)}`;
+    const script = [
+      'set -e',
       `rm -rf ${q(tmp)}`,
-      `git clone --quiet --depth 1 ${clone.ref ? `--branch ${q(clone.ref)} ` : ''}-- ${q(clone.url)} ${q(tmp)}`,
+      'rc=0',
+      `out=$(${gitClone('--depth 1 ')} 2>&1) || rc=$?`,
+      'if [ "$rc" -ne 0 ]; then',
+      '  case "$out" in',
+      `    *"does not support shallow"*) rm -rf ${q(tmp)}; ${gitClone('')} ;;`,
+      `    *) printf '%s\\n' "$out" >&2; exit "$rc" ;;`,
+      '  esac',
+      'fi',
       `mkdir -p "$(dirname ${q(clone.path)})"`,
       `rm -rf ${q(clone.path)}`,
       clone.subpath ? `mv ${q(`${tmp}/${clone.subpath}`)} ${q(clone.path)} && rm -rf ${q(tmp)}` : `mv ${q(tmp)} ${q(clone.path)}`,
     ];
-    const r = await this.exec({ cmd: steps.join(' && '), login: false, shell: '/bin/sh', runAs, yieldTimeMs: 600_000 });
+    const r = await this.exec({ cmd: script.join('\n'), login: false, shell: '/bin/sh', runAs, yieldTimeMs: 600_000 });
     if (r.exitCode !== 0) {
       const network = this.state.createOptions.network === 'proxy' ? 'its egress policy' : 'network "none" (create it with network "proxy" and the git host in egress.allow)';
       throw new UserError(`${PROVIDER}: git clone of ${clone.url} into ${clone.path} failed inside the sandbox (exit ${r.exitCode}; the sandbox reaches the network only through ${network}): ${r.output.trim().slice(-2000)}`);
