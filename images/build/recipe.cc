@@ -129,7 +129,8 @@ Result<Step> ParseStep(const Fields& f, const json& s, size_t index) {
     return std::unexpected(f.Bad(field, "needs exactly one of \"packages\" (Debian packages) or \"run\" (a shell script)"));
   if (has_pkgs) {
     step.kind = Step::Kind::kPackages;
-    step.packages = *TRY(f.StrList(s, "packages", field + ".packages"));
+    auto packages = TRY(f.StrList(s, "packages", field + ".packages"));  // present: checked above
+    step.packages = packages.value_or(std::vector<std::string>{});
     if (step.packages.empty()) return std::unexpected(f.Bad(field + ".packages", "is empty"));
     for (size_t i = 0; i < step.packages.size(); ++i)
       if (!IsValidPackageSpec(step.packages[i]))
@@ -137,7 +138,8 @@ Result<Step> ParseStep(const Fields& f, const json& s, size_t index) {
                                      "\"" + step.packages[i] + "\" is not a Debian package name"));
   } else {
     step.kind = Step::Kind::kRun;
-    step.run = *TRY(f.Str(s, "run", field + ".run"));
+    auto run = TRY(f.Str(s, "run", field + ".run"));  // present: checked above
+    step.run = run.value_or("");
     if (step.run.find_first_not_of(" \t\n") == std::string::npos)
       return std::unexpected(f.Bad(field + ".run", "is empty"));
   }
@@ -210,7 +212,8 @@ Result<Recipe> ParseRecipe(const std::string& name, const std::string& text) {
                                          "\"from\" (another recipe)"));
   if (has_base) r.base = TRY(ParseBase(f, j["base"]));
   if (has_from) {
-    r.from = *TRY(f.Str(j, "from", "from"));
+    auto from = TRY(f.Str(j, "from", "from"));
+    r.from = from.value_or("");
     if (!IsValidImageName(r.from)) return std::unexpected(f.Bad("from", "\"" + r.from + "\" is not a recipe name"));
     if (r.from == name) return std::unexpected(f.Bad("from", "a recipe can't build from itself"));
   }

@@ -50,7 +50,7 @@ class HashingSource : public ByteSource {
 
  private:
   ByteSource& inner_;
-  Sha256 sha_;
+  Sha256 sha_{Sha256::kBulk};  // layers are gigabytes
   uint64_t count_ = 0;
 };
 

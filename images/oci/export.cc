@@ -210,7 +210,7 @@ class LayerScan {
 // Writes `entries` as a tar to `sink` (none: only hashed and counted),
 // reading file data beneath `rootfd`.
 Result<LayerTarInfo> EmitLayer(const std::vector<Entry>& entries, int rootfd, const TarSink& sink) {
-  Sha256 sha;
+  Sha256 sha(Sha256::kBulk);
   uint64_t count = 0;
   TarWriter tw([&](std::string_view chunk) {
     sha.Update(chunk);

@@ -1,5 +1,7 @@
 #include "runtime/core/sha256.h"
 
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -23,6 +25,58 @@ constexpr uint32_t Rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); 
 Sha256::Sha256()
     : h_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
          0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19} {}
+
+namespace {
+
+// libcrypto's EVP digest entry points, resolved once (dlopen: linking it
+// would cost every `airlock run` its relocations).
+struct Evp {
+  void* (*ctx_new)() = nullptr;
+  void (*ctx_free)(void*) = nullptr;
+  const void* (*sha256)() = nullptr;
+  int (*init)(void*, const void*, void*) = nullptr;
+  int (*update)(void*, const void*, size_t) = nullptr;
+  int (*final)(void*, unsigned char*, unsigned int*) = nullptr;
+};
+
+const Evp* LoadEvp() {
+  static const Evp* evp = []() -> const Evp* {
+    void* h = dlopen("libcrypto.so.3", RTLD_NOW | RTLD_LOCAL);
+    if (h == nullptr) return nullptr;
+    static Evp e;
+    e.ctx_new = reinterpret_cast<decltype(e.ctx_new)>(dlsym(h, "EVP_MD_CTX_new"));
+    e.ctx_free = reinterpret_cast<decltype(e.ctx_free)>(dlsym(h, "EVP_MD_CTX_free"));
+    e.sha256 = reinterpret_cast<decltype(e.sha256)>(dlsym(h, "EVP_sha256"));
+    e.init = reinterpret_cast<decltype(e.init)>(dlsym(h, "EVP_DigestInit_ex"));
+    e.update = reinterpret_cast<decltype(e.update)>(dlsym(h, "EVP_DigestUpdate"));
+    e.final = reinterpret_cast<decltype(e.final)>(dlsym(h, "EVP_DigestFinal_ex"));
+    if (!e.ctx_new || !e.ctx_free || !e.sha256 || !e.init || !e.update || !e.final) return nullptr;
+    return &e;
+  }();
+  return evp;
+}
+
+}  // namespace
+
+Sha256::Sha256(Bulk) : Sha256() {
+  const Evp* e = LoadEvp();
+  if (e == nullptr) return;
+  void* ctx = e->ctx_new();
+  if (ctx != nullptr && e->init(ctx, e->sha256(), nullptr) != 1) {
+    e->ctx_free(ctx);
+    ctx = nullptr;
+  }
+  evp_ = ctx;
+}
+
+Sha256::~Sha256() {
+  if (evp_ != nullptr) LoadEvp()->ctx_free(evp_);
+}
+
+Sha256::Sha256(Sha256&& o) noexcept
+    : h_(o.h_), buf_(o.buf_), buf_len_(o.buf_len_), total_(o.total_), evp_(o.evp_) {
+  o.evp_ = nullptr;
+}
 
 void Sha256::Block(const uint8_t* p) {
   uint32_t w[64];
@@ -64,6 +118,10 @@ void Sha256::Block(const uint8_t* p) {
 }
 
 void Sha256::Update(const void* data, size_t len) {
+  if (evp_ != nullptr) {
+    LoadEvp()->update(evp_, data, len);
+    return;
+  }
   auto* p = static_cast<const uint8_t*>(data);
   total_ += len;
   if (buf_len_ > 0) {
@@ -84,6 +142,12 @@ void Sha256::Update(const void* data, size_t len) {
 void Sha256::Update(std::string_view bytes) { Update(bytes.data(), bytes.size()); }
 
 Sha256::Digest Sha256::Final() {
+  if (evp_ != nullptr) {
+    Digest d{};
+    unsigned int n = 0;
+    LoadEvp()->final(evp_, d.data(), &n);
+    return d;
+  }
   const uint64_t bits = total_ * 8;
   static constexpr uint8_t kPad[64] = {0x80};
   // One 0x80 byte, zeros up to 56 mod 64, then the 64-bit big-endian length.
