@@ -335,12 +335,17 @@ ApiResult<std::shared_ptr<Live>> Manager::Find(const Caller& caller, const std::
 }
 
 ApiResult<v1::Sandbox> Manager::Get(const Caller& caller, const std::string& id) {
+  std::shared_ptr<Live> live;
   {
+    // One look at both tables: a sandbox that stops between two looks (its
+    // init died, a rebuild is coming) is reported stopped, not as an error.
     std::lock_guard lock(mu_);
     auto st = stopped_.find(id);
     if (st != stopped_.end() && (caller.root() || st->second.owner_uid() == caller.uid)) return st->second;
+    auto it = live_.find(id);
+    if (it != live_.end() && (caller.root() || it->second->owner == caller.uid)) live = it->second;
   }
-  auto live = TRY(Find(caller, id));
+  if (!live) live = TRY(Find(caller, id));  // its error: an empty id, or none (or live again by now)
   std::lock_guard lock(live->mu);
   return live->info;
 }

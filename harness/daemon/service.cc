@@ -207,7 +207,7 @@ class Service final : public v1::Airlock::Service {
     auto [live, op] = API_TRY(FileSetup(ctx, req->file(), proto::FileOp::kRead, "read_lines.file"));
     std::string data = API_TRY(FileOpToString(*live, op, kMaxLinesFile, "read " + op.path));
     tools::LineRange r = tools::SliceLines(data, req->start_line(), req->max_lines());
-    out->set_content(std::string(r.text));
+    out->set_content(tools::ValidUtf8(r.text));  // a proto string: UTF-8 only
     out->set_first_line(r.first);
     out->set_last_line(r.last);
     out->set_total_lines(r.total);

@@ -148,6 +148,8 @@ def test_read_lines_and_view_image(fresh):
     assert r == {"content": "line 10\nline 11\nline 12\n", "first_line": 10, "last_line": 12, "total_lines": 1000,
                  "more": True}
     assert fresh.read_lines("big.txt", 999)["content"] == "line 999\nline 1000\n"
+    fresh.write("latin1.txt", b"caf\xe9\n")  # not UTF-8: the reply's string carries U+FFFD
+    assert fresh.read_lines("latin1.txt")["content"] == "caf\ufffd\n"
     png = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
     fresh.write("pic.png", png)
     assert fresh.view_image("pic.png") == (png, "image/png")
