@@ -7,8 +7,9 @@
 //    `airlock image build` and a sandbox on each runs its ecosystem's hello
 //    world as root inside: `apt-get install` of a local .deb made here with
 //    dpkg-deb (maintainer script, a system user, root-owned files), python3
-//    with numpy and pandas, node and npm; a second build reuses every layer,
-//    as the build's own report says.
+//    with numpy and pandas, node and npm; the built debian-bookworm exported
+//    and loaded and run by podman (tests/root/podman.h); a second build
+//    reuses every layer, as the build's own report says.
 // The recipe builds need the Debian mirror of the host's apt configuration
 // (as tools/setup.sh's apt-get does); the sandboxes reach no network. Set
 // AIRLOCK_SKIP_RECIPE_TESTS=1 to leave them out (WARN, and pass).
@@ -19,6 +20,7 @@
 #include "images/oci/tar_writer.h"
 #include "runtime/core/sha256.h"
 #include "tests/root/helpers.h"
+#include "tests/root/podman.h"
 
 using namespace airlock_test;
 namespace img = airlock::images;
@@ -202,6 +204,29 @@ TEST_CASE("the shipped recipes build, run their hello worlds and rebuild from th
   CHECK(st.st_uid == 0);
   CHECK(st.st_gid == 0);
   CHECK((st.st_mode & 06000) == 0);
+
+  // ---- build → export → podman load → podman run ----
+  if (const std::string podman = FindInPath("podman"); podman.empty() || FindInPath("runc").empty()) {
+    WARN("SKIP: podman or runc is not installed: the built image's podman round trip is not checked");
+  } else {
+    PrivatePodman pm(podman, tmp / "podman");
+    auto exported = Exec(AirlockArgv({"image", "export", debian, tmp / "debian.tar"}), "", 300);
+    INFO(exported.Describe());
+    REQUIRE(exported.status == 0);
+    auto loaded = pm.Run({"load", "-i", tmp / "debian.tar"}, 300);
+    INFO(loaded.Describe());
+    REQUIRE(loaded.status == 0);
+    auto args = PodmanRunArgs();
+    args.insert(args.end(), {"localhost/" + debian + ":latest", "/bin/sh", "-c",
+                             "echo debian $(cat /etc/debian_version); dpkg-query -W -f='${Status}\\n' apt; id -u"});
+    auto ran = pm.Run(args);
+    INFO(ran.Describe());
+    REQUIRE(ran.status == 0);
+    CHECK(ran.out.find("debian 12.") != std::string::npos);
+    CHECK(HasLine(ran.out, "install ok installed"));
+    CHECK(HasLine(ran.out, "0"));
+    (void)pm.Run({"rmi", "-a", "-f"});
+  }
 
   // ---- python ----
   auto [python, python_out] = build("python");

@@ -12,8 +12,8 @@
 // host's podman must not see any of it. On this machine podman also needs
 // `--runtime runc` (crun fails on hybrid cgroups) and explicit nofile and
 // nproc ulimits (its defaults are refused when runc sets them); see
-// reference/kernel-facts.md. Without podman the test says SKIP and passes,
-// as the lanes' other skips do (Catch2 v2 has no skip).
+// reference/kernel-facts.md (tests/root/podman.h). Without podman the test
+// says SKIP and passes, as the lanes' other skips do (Catch2 v2 has no skip).
 #include <sys/stat.h>
 
 #include <nlohmann/json.hpp>
@@ -21,60 +21,12 @@
 #include "images/oci/tar_writer.h"
 #include "runtime/core/sha256.h"
 #include "tests/root/helpers.h"
+#include "tests/root/podman.h"
 
 using namespace airlock_test;
 namespace img = airlock::images;
 
 namespace {
-
-std::string FindInPath(const std::string& prog) {
-  const char* path = getenv("PATH");
-  std::string dirs = path != nullptr ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-  std::stringstream ss(dirs);
-  std::string d;
-  while (std::getline(ss, d, ':'))
-    if (!d.empty() && access((d + "/" + prog).c_str(), X_OK) == 0) return d + "/" + prog;
-  return "";
-}
-
-// A podman with its own store and configuration, all under `dir`.
-class PrivatePodman {
- public:
-  PrivatePodman(const std::string& podman, const std::string& dir) : podman_(podman), dir_(dir) {
-    for (const char* sub : {"root", "run", "tmp", "networks"}) fs::create_directories(dir_ + "/" + sub);
-    std::ofstream(dir_ + "/containers.conf") << "[engine]\n"
-                                             << "cgroup_manager = \"cgroupfs\"\n"
-                                             << "events_logger = \"file\"\n"
-                                             << "events_logfile_path = \"" << dir_ << "/events.log\"\n"
-                                             << "tmp_dir = \"" << dir_ << "/tmp\"\n"
-                                             << "static_dir = \"" << dir_ << "/root/libpod\"\n"
-                                             << "volume_path = \"" << dir_ << "/root/volumes\"\n"
-                                             << "[network]\n"
-                                             << "network_config_dir = \"" << dir_ << "/networks\"\n";
-    std::ofstream(dir_ + "/storage.conf") << "[storage]\n"
-                                          << "driver = \"vfs\"\n"
-                                          << "graphroot = \"" << dir_ << "/root\"\n"
-                                          << "runroot = \"" << dir_ << "/run\"\n";
-  }
-
-  // `podman ARGS...` in a private mount namespace (see the file comment).
-  RunResult Run(const std::vector<std::string>& args, double seconds = 120) const {
-    std::vector<std::string> argv = {
-        "/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
-        "mount -t tmpfs -o mode=0755 airlock-podman-test /run && "
-        "mount -t tmpfs -o mode=0755 airlock-podman-test /var/lib && exec \"$@\"",
-        "sh", "/usr/bin/env", "CONTAINERS_CONF=" + dir_ + "/containers.conf",
-        "CONTAINERS_STORAGE_CONF=" + dir_ + "/storage.conf", podman_,
-        "--root", dir_ + "/root", "--runroot", dir_ + "/run", "--storage-driver", "vfs",
-        "--cgroup-manager", "cgroupfs", "--events-backend", "file", "--tmpdir", dir_ + "/tmp",
-        "--network-config-dir", dir_ + "/networks"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return Exec(argv, "", seconds);
-  }
-
- private:
-  std::string podman_, dir_;
-};
 
 std::string Tar(const std::vector<std::tuple<std::string, char, std::string, uint32_t>>& members) {
   std::string out;
@@ -164,8 +116,9 @@ TEST_CASE("podman loads and runs an exported image; airlock imports and runs wha
   const std::string ref = "localhost/" + name + ":latest";
   CHECK((loaded.out + loaded.err).find(ref) != std::string::npos);
 
-  auto ran = pm.Run({"run", "--rm", "--runtime", "runc", "--ulimit", "nofile=1024:1024", "--ulimit",
-                     "nproc=1024:1024", "--network", "none", ref, "/whoami"});
+  auto run_args = PodmanRunArgs();
+  run_args.insert(run_args.end(), {ref, "/whoami"});
+  auto ran = pm.Run(run_args);
   INFO(ran.Describe());
   REQUIRE(ran.status == 0);
   CHECK(HasLine(ran.out, "pid 1"));
