@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Import throughput: `airlock image import` of a docker-save archive against
 # `tar -x` of the same layer, in one hyperfine invocation. The layer is a
-# copy of a host tree (default /usr/lib/python3: many small files).
+# copy of a host tree (default /usr/lib/python3: many small files; set-id
+# bits, which host trees have, are stripped as --strip-setid does).
 # Usage: tools/bench/import.sh [TREE]   Env: AIRLOCK (default ./build/airlock), RUNS (10)
 set -euo pipefail
 AIRLOCK=${AIRLOCK:-./build/airlock}
@@ -32,7 +33,7 @@ files=$(tar -tf "$WORK/layer.tar" | wc -l)
 echo "layer: $TREE, $size, $files entries"
 hyperfine -N --runs "$RUNS" --warmup 1 \
   --prepare "sh -c 'rm -rf $WORK/x; mkdir $WORK/x; sync'" -n "tar -x" "tar -C $WORK/x -xf $WORK/layer.tar" \
-  --prepare "sh -c '$AIRLOCK rmi import-bench >/dev/null 2>&1; sync; true'" -n "airlock image import" "$AIRLOCK image import $WORK/image.tar --name import-bench" \
+  --prepare "sh -c '$AIRLOCK rmi import-bench >/dev/null 2>&1; sync; true'" -n "airlock image import" "$AIRLOCK image import $WORK/image.tar --strip-setid --name import-bench" \
   --export-json "$WORK/result.json" >/dev/null
 python3 - "$WORK/result.json" <<'PY'
 import json, statistics, sys
