@@ -100,19 +100,24 @@ int ImageCommand(const RuntimePaths& paths, const std::vector<std::string>& args
       "airlock image build NAME [--mirror URL] [--recipes DIR] [--name IMAGE] [--no-cache]";
   if (args.empty()) return Error(usage);
   if (args[0] == "import") {
-    if (args.size() < 2) return Error(usage);
     images::ImportOptions opts;
-    for (size_t i = 2; i < args.size(); ++i) {
+    std::string file;  // the one operand, before or after the options
+    for (size_t i = 1; i < args.size(); ++i) {
       if (args[i] == "--strip-setid") {
         opts.strip_setid = true;
       } else if (args[i] == "--name" && i + 1 < args.size()) {
         opts.name = args[++i];
       } else if (args[i].starts_with("--name=")) {
         opts.name = args[i].substr(7);
-      } else {
+      } else if (args[i].starts_with("-") && args[i] != "-") {
         return Error("image import: unknown option \"" + args[i] + "\"");
+      } else if (!file.empty()) {
+        return Error("image import: one FILE only (got \"" + file + "\" and \"" + args[i] + "\")");
+      } else {
+        file = args[i];
       }
     }
+    if (file.empty()) return Error(usage);
     if (auto prep = PrepareRuntimeDirs(paths); !prep) return Error(prep.error().Message());
     const std::string store = ImageStore(paths);
     if (mkdir(store.c_str(), 0700) < 0 && errno != EEXIST) return Error("mkdir " + store);
@@ -125,7 +130,7 @@ int ImageCommand(const RuntimePaths& paths, const std::vector<std::string>& args
       }
       progress.Update(done, total);
     };
-    auto img = images::ImportArchive(store, args[1], opts);
+    auto img = images::ImportArchive(store, file, opts);
     if (shown != SIZE_MAX) progress.Done("read");
     if (!img) return Error(img.error().Message());
     printf("imported %s (%zu layers, %s)\n", img->name.c_str(), img->diff_ids.size(), img->digest.c_str());
