@@ -17,29 +17,14 @@
 
 #include <nlohmann/json.hpp>
 
-#include "images/oci/tar_writer.h"
 #include "runtime/core/sha256.h"
 #include "tests/root/helpers.h"
 #include "tests/root/podman.h"
+#include "tests/root/tar.h"
 
 using namespace airlock_test;
-namespace img = airlock::images;
 
 namespace {
-
-std::string Tar(const std::vector<std::tuple<std::string, char, std::string, uint32_t>>& members) {
-  std::string out;
-  img::TarWriter w([&](std::string_view c) {
-    out.append(c);
-    return true;
-  });
-  for (const auto& [name, type, data, mode] : members) {
-    REQUIRE(w.Begin({.name = name, .typeflag = type, .mode = mode, .size = data.size(), .mtime = 1700000000}));
-    if (!data.empty()) REQUIRE(w.Data(data));
-  }
-  REQUIRE(w.Finish());
-  return out;
-}
 
 std::string Num(int i) {
   char b[8];
