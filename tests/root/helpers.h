@@ -690,19 +690,24 @@ inline void RequireNoNewUnheldState(const std::set<std::string>& before) {
 
 // ---- images --------------------------------------------------------------
 
+// Waits (up to 10 s) until no `airlock run` sandbox record is left: a run's
+// cleaner holds its image layers' pins until its sandbox is gone.
+inline void AwaitRunsCleanedUp() {
+  Eventually([] {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(kStateRoot + "/sandboxes", ec)) {
+      (void)e;
+      return false;
+    }
+    return true;
+  }, 10);
+}
+
 // Removes the airlock images (`airlock rmi`) a test made, whatever way it ends.
 struct StoredImages {
   std::vector<std::string> names;
   ~StoredImages() {
-    // airlock run's cleaner holds a layer's pin until its sandbox is gone.
-    Eventually([] {
-      std::error_code ec;
-      for (const auto& e : fs::directory_iterator(kStateRoot + "/sandboxes", ec)) {
-        (void)e;
-        return false;
-      }
-      return true;
-    }, 10);
+    AwaitRunsCleanedUp();
     for (const auto& n : names) (void)Exec({AirlockBin(), "rmi", n});
   }
 };

@@ -109,14 +109,7 @@ TEST_CASE("an image of 600 layers runs through its flattened bottom layers", "[i
   CHECK(CountEntries(kStateRoot + "/images/flat") == flats_before + 1);
 
   // rmi collects it with the layers (once the runs' cleaners let go).
-  Eventually([] {
-    std::error_code ec;
-    for (const auto& e : fs::directory_iterator(kStateRoot + "/sandboxes", ec)) {
-      (void)e;
-      return false;
-    }
-    return true;
-  }, 10);
+  AwaitRunsCleanedUp();
   auto rmi = Exec({AirlockBin(), "rmi", name});
   INFO(rmi.Describe());
   REQUIRE(rmi.status == 0);
