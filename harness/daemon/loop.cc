@@ -53,6 +53,13 @@ enum class WatchKind : uint64_t { kWake = 0, kTimer = 1, kChannel = 2, kPidfd = 
 
 Result<void> Manager::Start() {
   CollectSnapshots();
+  // Called on the main thread, which lives as long as the daemon: the
+  // zygote and the children it clones for us die with that thread.
+  if (config_.zygote) {
+    auto z = Zygote::Start(config_.paths.init_binary);
+    if (z) zygote_ = std::move(*z);
+    else fprintf(stderr, "airlockd: %s: sandboxes are cloned in-process\n", z.error().Message().c_str());
+  }
   // The egress proxy first: adopted sandboxes in network mode proxy are
   // handed to it again.
   if (!config_.egress.proxy_binary.empty() && access(config_.egress.proxy_binary.c_str(), X_OK) == 0) {
@@ -187,6 +194,7 @@ void Manager::Shutdown() {
     l->info.set_stop_reason("airlockd shut down");
     (void)store_->UpdateSandbox(l->id, "stopped", l->info.SerializeAsString());
   }
+  zygote_.reset();
 }
 
 // --- the loop ------------------------------------------------------------------

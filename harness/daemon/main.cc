@@ -30,7 +30,7 @@ using namespace airlock::daemon;
 constexpr const char* kUsage =
     "usage: airlockd [--config FILE] [--socket PATH] [--socket-mode OCTAL] [--socket-group NAME]\n"
     "                [--state-dir DIR] [--allow-root DIR]... [--max-sandboxes N] [--warm-pool N]\n"
-    "                [--skills-dir DIR]\n"
+    "                [--skills-dir DIR] [--no-zygote]\n"
     "\n"
     "Serves the airlock.v1 API on a unix socket (default /run/airlock/airlockd.sock,\n"
     "mode 0600: root only). Whoever may connect may create sandboxes as itself and\n"
@@ -46,6 +46,8 @@ constexpr const char* kUsage =
     "\"authorization: Bearer TOKEN\")}.\n"
     "--warm-pool N keeps N sandboxes of the common shape (host image, no limits,\n"
     "no host paths) started, so creating one only hands it out.\n"
+    "--no-zygote (\"zygote\": false) clones each sandbox in airlockd itself instead of\n"
+    "in a zygote (an airlock-init started once): ~1 ms slower per create.\n"
     "Network mode proxy (the egress proxy, airlock-proxy, run as an unprivileged user):\n"
     "  \"egress\": {\"user\": \"nobody\", \"secrets\": {NAME: {\"value_file\": FILE, \"env\": VAR,\n"
     "   \"hosts\": [\"api.example.com\"], \"header\": \"Authorization\", \"add\": \"Bearer {value}\"}},\n"
@@ -133,6 +135,9 @@ void ApplyJson(const std::string& file, Options* o) {
       // For tests (a hostile init): the default is the airlock-init beside us.
       need(value.is_string(), "a path");
       o->config.paths.init_binary = value.get<std::string>();
+    } else if (key == "zygote") {
+      need(value.is_boolean(), "true or false");
+      o->config.zygote = value.get<bool>();
     } else if (key == "warm_pool") {
       need(value.is_number_unsigned(), "a number");
       o->config.warm_pool = value.get<size_t>();
@@ -197,6 +202,8 @@ Options Parse(int argc, char** argv) {
       if (!IsNormalizedAbsolutePath(o.config.skills_dir)) Die("--skills-dir must be an absolute, normalized path");
     } else if (a == "--max-sandboxes") {
       o.config.max_sandboxes = strtoul(value().c_str(), nullptr, 10);
+    } else if (a == "--no-zygote") {
+      o.config.zygote = false;
     } else if (a == "--warm-pool") {
       o.config.warm_pool = strtoul(value().c_str(), nullptr, 10);
     } else {

@@ -43,6 +43,25 @@ int64_t NowUnixMs() {
       .count();
 }
 
+void CreateTimer::Lap(const char* step) {
+  if (!on_) return;
+  auto now = std::chrono::steady_clock::now();
+  line_ += std::string(" daemon:") + step + "=" +
+           std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(now - last_).count());
+  last_ = now;
+}
+
+void CreateTimer::Add(const std::vector<StepTiming>& steps) {
+  if (!on_) return;
+  for (const auto& t : steps) line_ += " " + t.step + "=" + std::to_string(t.ns / 1000);
+  last_ = std::chrono::steady_clock::now();
+}
+
+void CreateTimer::Log(const std::string& id) {
+  if (on_) fprintf(stderr, "airlockd-timing %s%s\n", id.c_str(), line_.c_str());
+  line_.clear();
+}
+
 void Live::Touch() { last_used_ms.store(NowUnixMs(), std::memory_order_relaxed); }
 
 Result<void> Live::Teardown() {
@@ -90,7 +109,9 @@ Result<cli::RunImage> Manager::ResolveImage(const std::string& name) {
 ApiResult<std::shared_ptr<Live>> Manager::Launch(const Caller& caller, const v1::CreateRequest& request,
                                                  const std::string& id, const std::string& from_snapshot,
                                                  const FullRestore* full) {
+  CreateTimer timer(config_.timings);
   CreatePlan plan = TRY(PlanCreate(request, config_.allowed_roots, caller.uid, caller.gid));
+  timer.Lap("plan");
   if (request.checkpointable() && plan.proxy)
     return BadField("create.checkpointable", "not with network mode proxy (CRIU can't dump the egress relay's "
                                              "channel yet); use network none");
@@ -100,6 +121,7 @@ ApiResult<std::shared_ptr<Live>> Manager::Launch(const Caller& caller, const v1:
   if (!from_snapshot.empty()) plan.seeds.clear();
   auto image = ResolveImage(plan.image);
   if (!image) return ApiFail(Code::kInvalidArgument, "create.image: " + image.error().Message());
+  timer.Lap("image");
 
   SandboxSpec spec;
   spec.id = id;
@@ -136,6 +158,7 @@ ApiResult<std::shared_ptr<Live>> Manager::Launch(const Caller& caller, const v1:
   LaunchOptions options;
   options.oneshot = false;
   options.timings = config_.timings;
+  options.zygote = zygote_.get();
   // A checkpointable sandbox's network namespace must be its user
   // namespace's: made by its child, not borrowed from the pool.
   options.checkpointable = request.checkpointable();
@@ -145,13 +168,10 @@ ApiResult<std::shared_ptr<Live>> Manager::Launch(const Caller& caller, const v1:
                                          config_.paths, options)
                       : Sandbox::Start(spec, config_.paths, options);
   if (!sandbox) return FromError(sandbox.error(), "create");
-  if (config_.timings) {
-    std::string line = "airlockd-timing " + id;
-    for (const auto& t : (*sandbox)->timings()) line += " " + t.step + "=" + std::to_string(t.ns / 1000);
-    fprintf(stderr, "%s\n", line.c_str());
-  }
+  timer.Add((*sandbox)->timings());
 
   auto live = std::make_shared<Live>();
+  live->timer = std::move(timer);
   live->id = id;
   live->owner = caller.uid;
   live->sandbox = std::move(*sandbox);
@@ -208,6 +228,7 @@ ApiResult<v1::Sandbox> Manager::CreateSandbox(const Caller& caller, const v1::Cr
   const bool warm = live != nullptr;
   if (warm) {
     // Made for nobody in particular: it becomes the caller's now.
+    live->timer = CreateTimer(config_.timings);  // this create's, not the pool's launch
     CreatePlan plan = TRY(PlanCreate(request, config_.allowed_roots, caller.uid, caller.gid));
     live->owner = caller.uid;
     live->env = BaseEnvironment(live->image_env, plan.environment);
@@ -222,6 +243,7 @@ ApiResult<v1::Sandbox> Manager::CreateSandbox(const Caller& caller, const v1::Cr
   } else {
     live = TRY(Launch(caller, request, given_id.empty() ? NewSandboxId() : given_id, from_snapshot, full));
   }
+  CreateTimer& timer = live->timer;
   const std::string id = live->id;
   // The loop hears the new init from here on; the manifest's in-sandbox
   // entries need its reports.
@@ -247,6 +269,7 @@ ApiResult<v1::Sandbox> Manager::CreateSandbox(const Caller& caller, const v1::Cr
     if (auto kept = keeper_->Put(id, live->sandbox->channel_fd(), live->sandbox->pidfd(), live->sandbox->egress_fd());
         !kept)
       return fail({Code::kInternal, "create: " + kept.error().Message()});
+  timer.Lap("keeper");
   // A snapshot's layer holds the manifest's files, users and workspace.
   if (from_snapshot.empty())
     if (auto applied = ApplyManifest(*live, request.manifest(), warm || live->workspace_in_image); !applied)
@@ -262,10 +285,14 @@ ApiResult<v1::Sandbox> Manager::CreateSandbox(const Caller& caller, const v1::Cr
     if (auto wrote = FileOpFromString(*live, w, live->info.hostname() + "\n", "create.hostname"); !wrote)
       return fail(wrote.error());
   }
+  timer.Lap("manifest");
   SandboxRow row{id, caller.uid, "running", live->info.SerializeAsString(), request.SerializeAsString()};
   if (auto stored = store_->PutSandbox(row); !stored) return fail({Code::kInternal, "create: " + stored.error().Message()});
   // A rebuild (under a given id) says so itself: EVENT_TYPE_REHYDRATED.
+  timer.Lap("store");
   if (given_id.empty()) Emit(id, caller.uid, v1::EVENT_TYPE_CREATED, "image " + live->info.image());
+  timer.Lap("event");
+  timer.Log(id);
   std::lock_guard lock(live->mu);
   return live->info;
 }

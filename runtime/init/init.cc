@@ -48,6 +48,7 @@
 
 #include "runtime/init/fileops.h"
 #include "runtime/init/relay.h"
+#include "runtime/init/zygote.h"
 #include "runtime/proto/channel.h"
 
 namespace airlock::init {
@@ -334,10 +335,16 @@ class Init {
       // init's -1000 (set by the runtime where it may) must not pass to the
       // workload: with memory.oom.group the kernel would find nothing it may
       // kill ("no killable processes") and the sandbox would hang instead of
-      // losing a process. Raising one's own score needs no privilege.
+      // losing a process. Raising one's own score needs no privilege; the
+      // file's owner does: a non-dumpable process's /proc files belong to
+      // the root of its memory's user namespace, which for an init a
+      // zygote cloned (no exec) is the host's. Dumpable for this one write,
+      // before anything else runs in the sandbox.
+      prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
       int adj = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
       if (adj < 0 || write(adj, "0", 1) != 1) _exit(125);
       close(adj);
+      prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
       for (int i = 0; i < cgroup_fds_; ++i)
         if (write(proto::kInitCgroupFdBase + i, "0", 1) != 1) _exit(125);
       CloseCgroupFds();
@@ -676,9 +683,8 @@ class Init {
 };
 
 }  // namespace
-}  // namespace airlock::init
 
-int main(int argc, char** argv) {
+int InitMain(int argc, char** argv) {
   using airlock::proto::kInitChannelFd;
   if (fcntl(kInitChannelFd, F_GETFD) < 0) return 125;
   bool oneshot = false, transparent = false;
@@ -690,7 +696,7 @@ int main(int argc, char** argv) {
     else if (strcmp(argv[i], "--transparent") == 0) transparent = true;
   }
   if (cgroup_fds < 0 || cgroup_fds > 16) return 125;
-  airlock::init::RelayFds relay;
+  RelayFds relay;
   if (egress_fd >= 0) {
     // After the channel and the cgroup fds; inherited, so that no command
     // may: close-on-exec from here on.
@@ -706,6 +712,13 @@ int main(int argc, char** argv) {
   } else if (transparent) {
     return 125;
   }
-  airlock::init::Init init(kInitChannelFd, static_cast<int>(cgroup_fds), oneshot, relay);
+  Init init(kInitChannelFd, static_cast<int>(cgroup_fds), oneshot, relay);
   init.Run();
+}
+
+}  // namespace airlock::init
+
+int main(int argc, char** argv) {
+  if (argc == 2 && strcmp(argv[1], "--zygote") == 0) return airlock::init::ZygoteMain(argc, argv);
+  return airlock::init::InitMain(argc, argv);
 }

@@ -166,6 +166,12 @@ int Attach(Syscalls& sys, int mount_fd, int target_fd) {
 
 // ---- the steps --------------------------------------------------------------
 
+StepResult ReceivePlan(Syscalls&, ChildContext&) {
+  // A zygote's child decodes its plan before the steps run (it needs the
+  // plan to run them: runtime/init/zygote.cc); a forked child has it already.
+  return {};
+}
+
 StepResult Network(Syscalls& sys, ChildContext& ctx) {
   // Only for a checkpointable sandbox (see LaunchPlan::child_netns); first,
   // so that it overlaps the parent's work on the id maps and mounts.
@@ -408,8 +414,10 @@ StepResult Stdio(Syscalls& sys, ChildContext& ctx) {
   STEP_CHECK(null, -1);
   ctx.sock = sys.DupAbove(ctx.sock, kLiftBase);
   STEP_CHECK(ctx.sock, -1);
-  ctx.init_exec_fd = sys.DupAbove(ctx.init_exec_fd, kLiftBase);
-  STEP_CHECK(ctx.init_exec_fd, -1);
+  if (ctx.init_exec_fd >= 0) {
+    ctx.init_exec_fd = sys.DupAbove(ctx.init_exec_fd, kLiftBase);
+    STEP_CHECK(ctx.init_exec_fd, -1);
+  }
   for (int i = 0; i < 3 * ctx.cg_per_list; ++i) {
     ctx.cg_fds[i] = sys.DupAbove(ctx.cg_fds[i], kLiftBase);
     STEP_CHECK(ctx.cg_fds[i], i);
@@ -446,7 +454,7 @@ StepResult Rlimits(Syscalls& sys, ChildContext& ctx) {
 StepResult Capabilities(Syscalls& sys, ChildContext& ctx) {
   const auto& caps = ctx.plan->dropped_caps;
   for (size_t i = 0; i < caps.size(); ++i) STEP_CHECK(sys.DropBoundingCap(caps[i]), static_cast<int>(i));
-  STEP_CHECK(sys.ClearInheritableAndAmbient(), -1);
+  STEP_CHECK(sys.LimitCapabilities(), -1);
   return {};
 }
 
@@ -475,8 +483,12 @@ StepResult InitFds(Syscalls& sys, ChildContext& ctx) {
   // Every source sits at kLiftBase or above (Stdio): these can't clobber one.
   for (int i = 0; i < n; ++i) STEP_CHECK(sys.Dup2(work[i], proto::kInitCgroupFdBase + i), i);
   const int exec_fd = proto::kInitCgroupFdBase + n;
-  STEP_CHECK(sys.Dup2(ctx.init_exec_fd, exec_fd), -1);
-  STEP_CHECK(sys.SetCloexec(exec_fd, true), -1);
+  if (ctx.init_exec_fd >= 0) {
+    STEP_CHECK(sys.Dup2(ctx.init_exec_fd, exec_fd), -1);
+    STEP_CHECK(sys.SetCloexec(exec_fd, true), -1);
+  } else {
+    sys.Close(exec_fd);  // no exec: the slot stays empty (whatever held it closes)
+  }
   // The egress channel and the relay's sockets follow, inherited by init.
   for (int i = 0; i < ctx.egress_count; ++i) STEP_CHECK(sys.Dup2(ctx.egress_fds[i], exec_fd + 1 + i), i);
   STEP_CHECK(sys.CloseRangeFrom(static_cast<unsigned>(exec_fd + 1 + ctx.egress_count)), -1);
@@ -503,13 +515,14 @@ StepResult InitFds(Syscalls& sys, ChildContext& ctx) {
 // Becomes airlock-init, under everything the steps set up (seccomp
 // included): the profile must allow execveat.
 StepResult ExecInit(Syscalls& sys, ChildContext& ctx) {
+  if (ctx.become_init != nullptr) ctx.become_init(ctx.init_argv);
   STEP_CHECK(sys.ExecveAt(ctx.init_exec_fd, ctx.init_argv, ctx.init_envp), -1);
   return {};
 }
 
 using StepFn = StepResult (*)(Syscalls&, ChildContext&);
 constexpr StepFn kSteps[] = {
-    Network,     AwaitParent, SetIds,   MakePrivate, Stage,        AttachLayers,
+    ReceivePlan, Network,     AwaitParent, SetIds,   MakePrivate, Stage,        AttachLayers,
     Overlay,     Mounts,      CgroupNamespace, PivotRoot, Stdio,   Hostname,
     Rlimits,     InitFds,     Capabilities, NoNewPrivs, Seccomp,  ExecInit,
 };
@@ -522,7 +535,7 @@ std::optional<StepFailure> RunChildSteps(Syscalls& sys, ChildContext& ctx) {
     uint64_t start = ctx.send_timings ? NowNs() : 0;
     StepResult r = kSteps[i](sys, ctx);
     if (r) return StepFailure{static_cast<ChildStep>(i), r->err, r->item};
-    if (ctx.send_timings) ctx.step_ns[i] = NowNs() - start;
+    if (ctx.send_timings) ctx.step_ns[i] += NowNs() - start;  // kReceivePlan's is the zygote's
   }
   return std::nullopt;
 }

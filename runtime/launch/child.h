@@ -1,6 +1,7 @@
 // The sandbox child: the process clone() made in the new namespaces. It runs
-// the plan's steps in order and ends in execveat() of airlock-init, or sends
-// the parent a fixed-size {step, errno, item} record and exits.
+// the plan's steps in order and ends in execveat() of airlock-init (or, cloned
+// by a zygote, becomes init in place), or sends the parent a fixed-size
+// {step, errno, item} record and exits.
 #pragma once
 
 #include <linux/filter.h>
@@ -23,6 +24,10 @@ struct ChildContext {
   int filter_count = 0;
   char* const* init_argv = nullptr;
   char* const* init_envp = nullptr;
+  // A zygote's child becomes init by calling this with init_argv instead of
+  // exec'ing airlock-init (init_exec_fd is then -1): it already is that
+  // program, started once, in a fresh address space.
+  [[noreturn]] void (*become_init)(char* const argv[]) = nullptr;
   bool send_timings = false;
 
   char* init_cgroup_arg = nullptr;  // a buffer init_argv points at, for "--cgroup-fds=N"

@@ -33,10 +33,12 @@
 #include "runtime/fs/sources.h"
 #include "runtime/launch/child.h"
 #include "runtime/launch/internal.h"
+#include "runtime/launch/zygote.h"
 #include "runtime/net/netns.h"
 #include "runtime/net/relay_sockets.h"
 #include "runtime/net/transparent.h"
 #include "runtime/proto/channel.h"
+#include "runtime/proto/launch.h"
 #include "runtime/security/seccomp.h"
 #include "runtime/security/setid_filter.h"
 #include "runtime/spec/plan.h"
@@ -190,7 +192,8 @@ Result<void> Sandbox::ClaimIdentity(const RuntimePaths& paths) {
   return {};
 }
 
-Result<ResolvedSources> Sandbox::ResolveSources(const LaunchPlan& plan, const RuntimePaths& paths) {
+Result<ResolvedSources> Sandbox::ResolveSources(const LaunchPlan& plan, const RuntimePaths& paths,
+                                                bool init_exec) {
   ResolvedSources out;
   out.fds.resize(plan.sources.size());
   out.stats.resize(plan.sources.size());
@@ -212,11 +215,36 @@ Result<ResolvedSources> Sandbox::ResolveSources(const LaunchPlan& plan, const Ru
                                       "root there; add allow-root (--mount SRC:DST:rw,allow-root) if you mean it");
     out.fds[i] = std::move(*fd);
   }
+  if (init_exec) out.init_exec = TRY(InitExecMount(paths));  // (a zygote's child is airlock-init already)
+  return out;
+}
+
+Result<UniqueFd> Sandbox::InitExecMount(const RuntimePaths& paths) {
   UniqueFd init_path_fd = TRY(fs::OpenHostPath(paths.init_binary));
   // airlock-init runs from a read-only, nosuid copy of its mount: nothing in
   // the sandbox can write the host binary back through /proc/1/exe.
-  out.init_exec = TRY(fs::CloneMount(init_path_fd.get(), paths.init_binary, kRoNoSuidNoDev, -1));
-  return out;
+  return fs::CloneMount(init_path_fd.get(), paths.init_binary, kRoNoSuidNoDev, -1);
+}
+
+Result<void> Sandbox::CloneInZygote(Zygote& zygote, uint64_t ns_flags, int netns, const CgroupJoinFiles& join,
+                                    const ChildContext& ctx) {
+  proto::CloneRequest req;
+  req.flags = ns_flags;
+  std::vector<int> fds{ctx.sock};
+  if (netns >= 0) {
+    req.has_netns = true;
+    fds.push_back(netns);
+  }
+  if (join.use_clone_into_cgroup) {
+    req.has_cgroup = true;
+    fds.push_back(res_->cgroup->InitDirFd());
+  }
+  req.egress_count = static_cast<uint32_t>(ctx.egress_count);
+  for (int i = 0; i < ctx.egress_count; ++i) fds.push_back(ctx.egress_fds[i]);
+  Zygote::Cloned cloned = TRY(zygote.Clone(req, fds));
+  init_pid_ = cloned.pid;
+  pidfd_ = std::move(cloned.pidfd);
+  return {};
 }
 
 Result<std::vector<UniqueFd>> Sandbox::BuildMounts(const LaunchPlan& plan, const ResolvedSources& sources,
@@ -435,7 +463,10 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
 
   // Resolve every host path once, before the child exists.
   t = NowNs();
-  ResolvedSources sources = TRY(ResolveSources(plan, paths));
+  Zygote* zygote = plan.child_netns || plan.init_in_tree || !options.zygote || !options.zygote->alive()
+                       ? nullptr
+                       : options.zygote;
+  ResolvedSources sources = TRY(ResolveSources(plan, paths, zygote == nullptr));
   Time("resolve-sources", t);
 
   t = NowNs();
@@ -472,37 +503,67 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
   }
   if (options.oneshot) init_argv[argc++] = init_arg1;
 
-  int pidfd = -1;
-  clone_args args{};
   // The child is born in the network namespace the helper thread made: the
-  // launching thread enters it for the clone3 only.
+  // launching thread enters it for the clone3 only (and for the egress
+  // relay's sockets, made there).
   std::optional<net::ScopedNetns> in_netns;
   net::RelaySockets relay;
   UniqueFd egress_child;
   if (!plan.child_netns) {
     if (netns_thread.joinable()) netns_thread.join();
     if (!netns) return std::unexpected(netns.error());
-    in_netns.emplace(TRY(net::ScopedNetns::Enter(netns->get())));
+    if (!zygote || spec_.net == NetMode::kProxy) in_netns.emplace(TRY(net::ScopedNetns::Enter(netns->get())));
     if (spec_.net == NetMode::kProxy) TRY(SetUpEgress(netns->get(), relay, egress_child, ctx));
   }
-  args.flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_PIDFD |
-               (plan.clone_time_ns ? CLONE_NEWTIME : 0);
-  args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
-  args.exit_signal = SIGCHLD;
-  if (join.use_clone_into_cgroup) {
-    // cgroup v2: born in init's group, no migration at all.
-    args.flags |= CLONE_INTO_CGROUP;
-    args.cgroup = static_cast<uint64_t>(res_->cgroup->InitDirFd());
+  uint64_t ns_flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC |
+                      (plan.clone_time_ns ? CLONE_NEWTIME : 0);
+  // cgroup v2: born in init's group, no migration at all.
+  if (join.use_clone_into_cgroup) ns_flags |= CLONE_INTO_CGROUP;
+  bool cloned = false;
+  if (zygote) {
+    if (in_netns) TRY(in_netns->Leave());
+    in_netns.reset();
+    // The child reads its plan first: queued before it exists.
+    proto::ChildOptions child_options;
+    child_options.stage_path = stage;
+    child_options.send_timings = timing_enabled_;
+    child_options.oneshot = options.oneshot;
+    child_options.egress_count = static_cast<uint32_t>(ctx.egress_count);
+    child_options.transparent = spec_.net == NetMode::kProxy && spec_.egress.transparent;
+    std::string payload = proto::EncodeChildPlan(plan, filters, child_options);
+    if (payload.size() + 8 > proto::kMaxMessage) return Fail("sandbox setup", "launch plan too large for the channel");
+    if (int r = proto::SendMessage(parent_end.get(), proto::Type::kPlan, payload); r < 0)
+      return ErrnoValue(-r, "send", "launch plan to the sandbox child");
+    if (auto z = CloneInZygote(*zygote, ns_flags, netns ? netns->get() : -1, join, ctx); z) {
+      cloned = true;
+    } else if (zygote->alive()) {
+      return std::unexpected(z.error());  // clone3 itself failed (the zygote said why)
+    } else {
+      // The zygote is gone (it said so once): this launch clones here, and
+      // its child expects no plan on the channel.
+      (void)proto::ReceiveMessage(child_end.get(), /*dont_wait=*/true);
+      sources.init_exec = TRY(InitExecMount(paths));
+      ctx.init_exec_fd = sources.init_exec.get();
+      in_netns.emplace(TRY(net::ScopedNetns::Enter(netns->get())));
+    }
   }
-  long pid = syscall(SYS_clone3, &args, sizeof(args));
-  if (pid < 0) return Errno("clone3", "new user, pid, mount, uts, ipc namespaces");
-  if (pid == 0) {
-    parent_end.Reset();
-    LinuxSyscalls().SetParentDeathSignal(SIGKILL);
-    RunChild(LinuxSyscalls(), ctx);
+  if (!cloned) {
+    int pidfd = -1;
+    clone_args args{};
+    args.flags = ns_flags | CLONE_PIDFD;
+    args.pidfd = reinterpret_cast<uint64_t>(&pidfd);
+    args.exit_signal = SIGCHLD;
+    if (join.use_clone_into_cgroup) args.cgroup = static_cast<uint64_t>(res_->cgroup->InitDirFd());
+    long pid = syscall(SYS_clone3, &args, sizeof(args));
+    if (pid < 0) return Errno("clone3", "new user, pid, mount, uts, ipc namespaces");
+    if (pid == 0) {
+      parent_end.Reset();
+      LinuxSyscalls().SetParentDeathSignal(SIGKILL);
+      RunChild(LinuxSyscalls(), ctx);
+    }
+    init_pid_ = static_cast<pid_t>(pid);
+    pidfd_.Reset(pidfd);
   }
-  init_pid_ = static_cast<pid_t>(pid);
-  pidfd_.Reset(pidfd);
   if (in_netns) TRY(in_netns->Leave());
   child_end.Reset();
   egress_child.Reset();

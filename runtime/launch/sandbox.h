@@ -34,6 +34,7 @@ namespace net {
 struct RelaySockets;
 }
 struct ChildContext;
+class Zygote;
 
 struct LaunchOptions {
   bool oneshot = true;   // init exits with the first command's status
@@ -51,6 +52,10 @@ struct LaunchOptions {
   // by a later Exec(). With its stdin, stdout, stderr.
   const ProcessSpec* first_process = nullptr;
   std::span<const int> first_stdio;
+  // Clone the child in this zygote (zygote.h) rather than in this process.
+  // Not for checkpointable sandboxes (their init is exec'd from a mount in
+  // the tree, for CRIU). If the zygote fails, the launch clones here.
+  Zygote* zygote = nullptr;
 };
 
 // cgroup v1 `tasks` files the child joins its groups through (ChildContext),
@@ -231,7 +236,10 @@ class Sandbox {
   Result<CgroupJoinFiles> MakeCgroup(const cgroups::Layout& layout);
   // Launch's phases, in order.
   Result<void> ClaimIdentity(const RuntimePaths& paths);
-  Result<ResolvedSources> ResolveSources(const LaunchPlan& plan, const RuntimePaths& paths);
+  Result<ResolvedSources> ResolveSources(const LaunchPlan& plan, const RuntimePaths& paths, bool init_exec);
+  static Result<UniqueFd> InitExecMount(const RuntimePaths& paths);
+  Result<void> CloneInZygote(Zygote& zygote, uint64_t ns_flags, int netns, const CgroupJoinFiles& join,
+                             const ChildContext& ctx);
   Result<std::vector<UniqueFd>> BuildMounts(const LaunchPlan& plan, const ResolvedSources& sources,
                                             const storage::Subvolume* subvolume);
   Result<void> AwaitInit(const LaunchPlan& plan, const std::optional<Error>& send_failed);

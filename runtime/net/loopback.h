@@ -1,4 +1,4 @@
-// Network setup inside a sandbox's network namespace, over rtnetlink (libmnl),
+// Network setup inside a sandbox's network namespace, over rtnetlink (a raw socket),
 // never by running `ip`.
 #pragma once
 

@@ -411,7 +411,8 @@ Result<Message> ReceiveMessage(int sock, bool dont_wait) {
     return Fail("sandbox channel", "protocol version " + std::to_string(h.version) + ", expected " + std::to_string(kVersion));
   if (h.length != static_cast<size_t>(n) - sizeof(Header))
     return Fail("sandbox channel", "length field " + std::to_string(h.length) + " doesn't match the datagram");
-  const bool known = (h.type >= 1 && h.type <= static_cast<uint16_t>(Type::kFileOp)) ||
+  const bool known = (h.type >= 1 && h.type <= static_cast<uint16_t>(Type::kPlan)) ||
+                     (h.type >= static_cast<uint16_t>(Type::kClone) && h.type <= static_cast<uint16_t>(Type::kZygoteReady)) ||
                      (h.type >= static_cast<uint16_t>(Type::kEgressOpen) && h.type <= static_cast<uint16_t>(Type::kPortFailed)) ||
                      h.type == static_cast<uint16_t>(Type::kProxyControl);
   if (!known)

@@ -28,6 +28,8 @@ inline constexpr size_t kMaxMessage = 128 * 1024;
 inline constexpr size_t kMaxFds = kMaxMountSources;
 // The fd number the channel has in airlock-init.
 inline constexpr int kInitChannelFd = 3;
+// The fd number of a zygote's socket to its runtime (airlock-init --zygote).
+inline constexpr int kZygoteFd = 3;
 // init receives the workload group's cgroup v1 `tasks` files as fds
 // kInitCgroupFdBase.. (their count in --cgroup-fds=N), for the spawner.
 inline constexpr int kInitCgroupFdBase = 4;
@@ -45,6 +47,7 @@ enum class Type : uint16_t {
                      // made in the sandbox's own network namespace (checkpointable)
   kSignal = 10,      // runtime -> init: a Signal for one command's process group
   kFileOp = 11,      // runtime -> init: a FileOpRequest; fds: its data stream
+  kPlan = 12,        // runtime -> a zygote's launch child: its ChildPlan (launch.h)
   // The egress channel (egress.h): between the sandbox's relay (forked by
   // init) and the egress proxy; never on init's own channel.
   kEgressOpen = 20,     // relay -> proxy: EgressOpen, a connection was accepted
@@ -53,6 +56,10 @@ enum class Type : uint16_t {
   kPortOpen = 23,       // proxy -> relay: PortOpen; fds: the relay's end of a fresh socketpair
   kPortFailed = 24,     // relay -> proxy: {id, errno} the sandbox's port refused it
   kProxyControl = 30,   // airlockd <-> egress proxy: one JSON object (harness/proxy/control.h)
+  // The zygote's own socket (launch.h, runtime/launch/zygote.h).
+  kClone = 40,   // runtime -> zygote: CloneRequest; fds as it lists them
+  kCloned = 41,  // zygote -> runtime: CloneReply; fds: the child's pidfd
+  kZygoteReady = 42,  // zygote -> runtime, once at start: {version} as kHello
 };
 
 struct SetupFailed {

@@ -31,6 +31,7 @@ std::string Relative(const std::string& absolute) { return absolute.substr(1); }
 
 const char* ChildStepName(ChildStep step) {
   switch (step) {
+    case ChildStep::kReceivePlan: return "receive-plan";
     case ChildStep::kNetwork: return "network";
     case ChildStep::kAwaitParent: return "await-parent";
     case ChildStep::kSetIds: return "set-ids";

@@ -53,6 +53,7 @@ struct PlannedSource {
 
 // The steps of the child, in order. Names appear in errors and timings.
 enum class ChildStep : uint8_t {
+  kReceivePlan,  // a zygote's child only (runtime/init/zygote.cc)
   kNetwork,
   kAwaitParent,
   kSetIds,

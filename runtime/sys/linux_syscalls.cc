@@ -1,8 +1,8 @@
 #include <fcntl.h>
 #include <linux/mount.h>
 #include <linux/openat2.h>
+#include <linux/seccomp.h>
 #include <sched.h>
-#include <sys/capability.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -17,7 +17,6 @@
 
 #include "runtime/net/loopback.h"
 #include "runtime/proto/channel.h"
-#include "runtime/security/seccomp.h"
 #include "runtime/sys/syscalls.h"
 
 namespace airlock {
@@ -128,12 +127,12 @@ class RealSyscalls final : public Syscalls {
     return Ret(::setrlimit(static_cast<__rlimit_resource>(resource), &limit));
   }
   int DropBoundingCap(int cap) override {
-    int r = cap_drop_bound(static_cast<cap_value_t>(cap));
+    int r = prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
     // A capability the kernel doesn't know is not in the set to begin with.
     if (r < 0 && errno == EINVAL) return 0;
     return Ret(r);
   }
-  int ClearInheritableAndAmbient() override {
+  int LimitCapabilities() override {
     if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0) return -errno;
     struct {
       uint32_t version;
@@ -143,14 +142,30 @@ class RealSyscalls final : public Syscalls {
       uint32_t effective, permitted, inheritable;
     } data[2]{};
     if (syscall(SYS_capget, &header, data) < 0) return -errno;
+    // What an exec as root would leave: permitted and effective are the
+    // bounding set, nothing inheritable. A child that becomes init without
+    // an exec (the zygote's) relies on this.
+    // (EINVAL: past the last capability this kernel knows.)
+    bool known = true;
+    for (int cap = 0; cap < 64; ++cap) {
+      if (known) {
+        int in_bounding = prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
+        if (in_bounding == 1) continue;
+        if (in_bounding < 0 && errno != EINVAL) return -errno;
+        known = in_bounding == 0;
+      }
+      uint32_t bit = 1u << (cap % 32);
+      data[cap / 32].effective &= ~bit;
+      data[cap / 32].permitted &= ~bit;
+    }
     data[0].inheritable = data[1].inheritable = 0;
     return Ret(syscall(SYS_capset, &header, data));
   }
   int SetNoNewPrivs() override { return Ret(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)); }
   int SetParentDeathSignal(int sig) override { return Ret(prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)); }
   int InstallSeccomp(const sock_fprog& prog) override {
-    int err = seccomp::Install(prog);
-    return err == 0 ? 0 : -err;
+    // The raw syscall (as seccomp::Install): libseccomp's loader allocates.
+    return Ret(syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog));
   }
   int LoopbackUp() override { return net::BringUpLoopback(); }
   int ExecveAt(int fd, char* const argv[], char* const envp[]) override {

@@ -61,7 +61,9 @@ class Syscalls {
   virtual int SetHostname(const char* name, size_t len) = 0;
   virtual int SetRlimit(int resource, const rlimit& limit) = 0;
   virtual int DropBoundingCap(int cap) = 0;
-  virtual int ClearInheritableAndAmbient() = 0;
+  // Ambient and inheritable cleared; permitted and effective cut to the
+  // bounding set (what an exec as root would leave).
+  virtual int LimitCapabilities() = 0;
   virtual int SetNoNewPrivs() = 0;
   virtual int SetParentDeathSignal(int sig) = 0;
   virtual int InstallSeccomp(const sock_fprog& prog) = 0;

@@ -205,7 +205,7 @@ TEST_CASE("child: the full step sequence of a typical plan", "[child]") {
       // init-fds: the workload's tasks files go to init as fds 4.., its exec fd after them
       "setsid", "dup2 <cg:work0> 4", "dup2 <cg:work1> 5", "dup2 <init-exe> 6", "cloexec 6 on", "close_range 7",
       // capabilities, then no_new_privs, then seccomp, then exec, last
-      "capbset_drop 2", "capbset_drop 21", "clear_inheritable_ambient", "no_new_privs", "seccomp 1", "seccomp 2",
+      "capbset_drop 2", "capbset_drop 21", "limit_caps", "no_new_privs", "seccomp 1", "seccomp 2",
       "execveat <init-exe> airlock-init --cgroup-fds=2",
   });
   CHECK(FindLast(h.sys, "execveat") == static_cast<int>(h.sys.calls().size()) - 1);
@@ -328,7 +328,7 @@ TEST_CASE("child: a failure in each step names that step, its errno and item", "
       {"sethostname", 1, ChildStep::kHostname, -1},
       {"setrlimit nofile", 1, ChildStep::kRlimits, 0},
       {"setrlimit core", 1, ChildStep::kRlimits, 1},
-      {"clear_inheritable_ambient", 1, ChildStep::kCapabilities, -1},
+      {"limit_caps", 1, ChildStep::kCapabilities, -1},
       {"no_new_privs", 1, ChildStep::kNoNewPrivs, -1},
       {"seccomp", 1, ChildStep::kSeccomp, 0},
       {"seccomp", 2, ChildStep::kSeccomp, 1},

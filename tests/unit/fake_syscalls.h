@@ -35,7 +35,7 @@
 //   recvfds <fd> | send <fd> NBYTES | recv <fd> | peer_hung_up <fd>
 //   socketpair | setsid | setids UID GID | unshare FLAGS (cgroup|time|...)
 //   sethostname NAME | setrlimit RES SOFT HARD (nofile|core|fsize) | capbset_drop N
-//   clear_inheritable_ambient | no_new_privs | pdeathsig N | seccomp LEN
+//   limit_caps | no_new_privs | pdeathsig N | seccomp LEN
 //   execveat <fd> ARGV...
 //
 // Failures: FailOn() makes the Nth call whose line matches return -errno
@@ -317,7 +317,7 @@ class FakeSyscalls final : public Syscalls {
     return Log("setrlimit " + res + " " + std::to_string(limit.rlim_cur) + " " + std::to_string(limit.rlim_max));
   }
   int DropBoundingCap(int cap) override { return Log("capbset_drop " + std::to_string(cap)); }
-  int ClearInheritableAndAmbient() override { return Log("clear_inheritable_ambient"); }
+  int LimitCapabilities() override { return Log("limit_caps"); }
   int SetNoNewPrivs() override { return Log("no_new_privs"); }
   int SetParentDeathSignal(int sig) override { return Log("pdeathsig " + std::to_string(sig)); }
   int InstallSeccomp(const sock_fprog& prog) override { return Log("seccomp " + std::to_string(prog.len)); }

@@ -25,7 +25,9 @@
 # Environment: BUILD (./build: airlockd, airlock-init, daemon_bench, and
 # airlock + airlock-remote if built), RUNS (300), WARMUP (20), COLD_RUNS (50),
 # CYCLES (50 per thread), THREADS (1,2), IDLE_COUNT (500), OUT (hyperfine
-# JSON; default /tmp/airlock-daemon-bench-<time>.json), SECCOMP_PROFILE.
+# JSON; default /tmp/airlock-daemon-bench-<time>.json), SECCOMP_PROFILE,
+# DAEMON_ARGS (more airlockd options, e.g. --no-zygote), AIRLOCKD_TIMINGS=1
+# (airlockd's per-step launch timings, as medians at the end).
 #
 # Set-up, printed with the results:
 # - airlockd runs with a private --state-dir and socket under a temporary
@@ -161,7 +163,7 @@ done
 [ "${#CG_DIRS[@]}" -gt 0 ] || echo "!!! no cgroup v1 hierarchy: airlockd runs in this script's cgroup" >&2
 mkdir -p "$STATE"
 DAEMON_CMD=("$BUILD/airlockd" --socket "$SOCK" --socket-mode 0666 --state-dir "$STATE"
-            --max-sandboxes $((IDLE_COUNT + 16)))
+            --max-sandboxes $((IDLE_COUNT + 16)) ${DAEMON_ARGS:-})
 (
   for d in "${CG_DIRS[@]}"; do echo "$BASHPID" >"$d/cgroup.procs" || exit 1; done
   exec "${DAEMON_CMD[@]}"
@@ -361,6 +363,17 @@ if ! kill -0 "$DPID" 2>/dev/null; then
   tail -n 30 "$WORK/airlockd.log" >&2
   FAILED=1
 elif [ -s "$WORK/airlockd.log" ]; then
+  if [ "${AIRLOCKD_TIMINGS:-}" = 1 ]; then
+    # Each create's per-step timings (µs), as medians over all creates.
+    echo "airlockd's per-step timings (AIRLOCKD_TIMINGS=1), median µs over every create:"
+    awk '$1 == "airlockd-timing" { for (i = 3; i <= NF; i++) { split($i, kv, "="); if (!(kv[1] in seen)) { seen[kv[1]] = 1; order[++n] = kv[1] } v[kv[1]] = v[kv[1]] " " kv[2] } }
+         END { for (i = 1; i <= n; i++) print order[i], v[order[i]] }' "$WORK/airlockd.log" |
+      python3 -c '
+import statistics, sys
+for line in sys.stdin:
+    name, *vals = line.split()
+    print(f"  {name:28s} {statistics.median(map(int, vals)):8.0f}  (n={len(vals)})")'
+  fi
   echo "airlockd's log (last 10 lines):"
   tail -n 10 "$WORK/airlockd.log" | sed 's/^/  | /'
 fi
