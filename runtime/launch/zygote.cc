@@ -73,6 +73,10 @@ void Zygote::Lost(const Error& why) {
 Zygote::~Zygote() {
   sock_.Reset();
   if (pid_ > 0) {
+    // It holds nothing worth a graceful end (its children are the
+    // runtime's), and one that doesn't speak the protocol might not leave
+    // on EOF.
+    kill(pid_, SIGKILL);
     int status;
     while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
     }

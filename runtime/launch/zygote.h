@@ -30,7 +30,7 @@ class Zygote {
   // Returns once the zygote has said it is ready (kHello), or an error
   // (an airlock-init of another version, or something else, doesn't).
   static Result<std::unique_ptr<Zygote>> Start(const std::string& init_binary);
-  ~Zygote();  // closes the socket (the zygote exits) and reaps it
+  ~Zygote();  // kills and reaps the zygote (never the sandboxes it cloned)
 
   struct Cloned {
     pid_t pid = -1;

@@ -102,9 +102,13 @@ Result<std::string> DescribePfc(const Profile& profile);
 // anything else is a path) and returns its compiled filter, from
 // <cache_dir>/<CacheKey>.bpf when present and intact, else compiling it and
 // writing that file atomically (tmp + rename). cache_dir is created 0700 if
-// missing; its parent must exist.
+// missing; its parent must exist. The process keeps what it loaded, by the
+// identity (inode, size, mtime, ctime) of the profile and of the cache file:
+// loading it again costs two stats while neither changes.
 Result<Program> LoadCached(const std::string& name_or_path, const std::string& profiles_dir,
                            const std::string& cache_dir);
+// Forgets what LoadCached kept, as a new process would start.
+void ForgetLoaded();
 
 // Installs the filter on the calling thread with seccomp(SECCOMP_SET_MODE_FILTER).
 // Async-signal-safe and allocation-free: it runs in a freshly cloned child.

@@ -570,6 +570,10 @@ TEST_CASE("LoadCached compiles once and reuses the file", "[seccomp][cache]") {
     for (std::string broken : {std::string("garbage"), bytes.substr(0, bytes.size() / 2),
                                bytes.substr(0, 200) + char(bytes[200] ^ 1) + bytes.substr(201)}) {
       { std::ofstream(file, std::ios::binary | std::ios::trunc) << broken; }
+      // The next process to load it (this one keeps its program unless the
+      // file's size or times changed, which a rewrite within one clock tick
+      // may not do).
+      sc::ForgetLoaded();
       auto again = sc::LoadCached("default", kProfiles, cache);
       REQUIRE(again);
       REQUIRE(again->insns.size() == first->insns.size());
@@ -581,6 +585,25 @@ TEST_CASE("LoadCached compiles once and reuses the file", "[seccomp][cache]") {
     size_t entries = 0;
     for (const auto& e : fs::directory_iterator(cache)) entries += e.is_regular_file();
     CHECK(entries == 1);
+  }
+
+  SECTION("a profile changed on disk is loaded again, in the same process") {
+    const std::string own = root + "/own.json";
+    fs::copy_file(kProfiles + "/default.json", own);
+    auto before = sc::LoadCached(own, kProfiles, cache);
+    REQUIRE(before);
+    CHECK(before->digest == first->digest);
+    // Same rules, other bytes: another cache key, so visibly reloaded.
+    { std::ofstream(own, std::ios::app) << "\n"; }
+    auto after = sc::LoadCached(own, kProfiles, cache);
+    REQUIRE(after);
+    CHECK(after->digest != before->digest);
+    CHECK(after->digest == sc::CacheKey(ReadText(own)));
+    // And its cache file, removed, is written again.
+    fs::remove(cache + "/" + after->digest + ".bpf");
+    auto rewritten = sc::LoadCached(own, kProfiles, cache);
+    REQUIRE(rewritten);
+    CHECK(fs::exists(cache + "/" + after->digest + ".bpf"));
   }
 
   SECTION("errors name the profile") {

@@ -2,8 +2,10 @@
 # Guest script (tests/vm/run-guest.sh tests/vm/guest-daemon.sh): the daemon
 # lane's pytest files against a real airlockd on a pure cgroup v2 kernel
 # (Debian's 6.1) with CRIU, for the tests the host (6.18, hybrid cgroups)
-# can't run. Runs the test files given as arguments (relative to the source
-# dir), default tests/daemon/test_full_snapshots.py; run-guest.sh passes none.
+# can't run, or runs differently: CRIU, and the zygote cloning into v2
+# groups (CLONE_INTO_CGROUP). Runs the test files given as arguments
+# (relative to the source dir), default tests/daemon/test_full_snapshots.py
+# and tests/daemon/test_zygote.py; run-guest.sh passes none.
 #
 # Like guest-root-tests.sh, the tests start from a non-root cgroup,
 # /sys/fs/cgroup/airlock.slice/airlock.service, with memory, pids and cpu
@@ -39,7 +41,7 @@ cd "$src" || { echo "FAIL: cd $src"; exit 1; }
 py=/usr/bin/python3
 [ -x $py ] || py=python3
 
-[ $# -gt 0 ] || set -- tests/daemon/test_full_snapshots.py
+[ $# -gt 0 ] || set -- tests/daemon/test_full_snapshots.py tests/daemon/test_zygote.py
 for f in "$@"; do
   case "${f%%::*}" in
     *.py) [ -f "${f%%::*}" ] || { echo "FAIL: no test file $src/${f%%::*}"; exit 1; } ;;
