@@ -544,6 +544,8 @@ Result<void> Sandbox::Launch(const RuntimePaths& paths, const LaunchOptions& opt
     if (payload.size() + 8 > proto::kMaxMessage) return Fail("sandbox setup", "launch plan too large for the channel");
     if (int r = proto::SendMessage(parent_end.get(), proto::Type::kPlan, payload); r < 0)
       return ErrnoValue(-r, "send", "launch plan to the sandbox child");
+    Time("child-plan", t);
+    t = NowNs();
     if (auto z = CloneInZygote(*zygote, ns_flags, netns ? netns->get() : -1, join, ctx); z) {
       cloned = true;
     } else if (zygote->alive()) {
